@@ -1,0 +1,164 @@
+"""Helpers that start real processes for tests and benchmarks (never used by daemons).
+
+``EtcdProcess`` runs the Debian ``etcd`` binary on free loopback ports with its own data folder;
+``ApiserverProcess`` runs ``minik8s-apiserver`` against one. Both stop what they start, and every
+wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate, *, timeout: float, interval: float = 0.05, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it returns something truthy; raise ``TimeoutError`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - remembered for the timeout message
+            last_exc = exc
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}" +
+                               (f" (last error: {last_exc!r})" if last_exc else ""))
+        time.sleep(interval)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback only
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+class EtcdProcess:
+    """A real etcd on loopback with a private data dir. Use as a context manager."""
+
+    def __init__(self, data_dir: str | None = None, *, client_port: int | None = None,
+                 peer_port: int | None = None) -> None:
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="mk8s-etcd-")
+        self.client_port = client_port or free_port()
+        self.peer_port = peer_port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    def start(self) -> "EtcdProcess":
+        etcd = shutil.which("etcd") or "/usr/bin/etcd"
+        log = open(os.path.join(self.data_dir, "etcd.log"), "ab")  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen(
+            [etcd, "--name", "test", "--data-dir", os.path.join(self.data_dir, "data"),
+             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+             "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+             "--initial-cluster", f"test=http://127.0.0.1:{self.peer_port}",
+             "--log-level", "error", "--logger", "zap"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(lambda: self._alive() and _http_ok(f"{self.url}/health"), timeout=30, what="etcd health")
+        return self
+
+    def _alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"etcd exited with {self.proc.returncode}; see {self.data_dir}/etcd.log")
+        return True
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> "EtcdProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ApiserverProcess:
+    """``minik8s-apiserver`` on a free loopback port against ``etcd_endpoint``."""
+
+    def __init__(self, etcd_endpoint: str, *, port: int | None = None, extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None, log_path: str | None = None) -> None:
+        self.etcd_endpoint = etcd_endpoint
+        self.port = port or free_port()
+        self.extra_args = list(extra_args or [])
+        self.env = env or {}
+        self.log_path = log_path or os.path.join(tempfile.gettempdir(), f"mk8s-apiserver-{self.port}.log")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> "ApiserverProcess":
+        log = open(self.log_path, "ab")  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "apiserver.main", "--etcd-endpoints", self.etcd_endpoint,
+             "--bind-address", "127.0.0.1", "--port", str(self.port), *self.extra_args],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, **self.env}, cwd=str(Path(__file__).resolve().parent.parent))
+        wait_until(lambda: self._alive() and _http_ok(f"{self.url}/readyz"), timeout=30, what="apiserver /readyz")
+        return self
+
+    def _alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"apiserver exited with {self.proc.returncode}; see {self.log_path}")
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def __enter__(self) -> "ApiserverProcess":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
