@@ -1,0 +1,124 @@
+"""One client's watch stream: events from the resource's watch cache, filtered and serialised.
+
+A watch with selectors sees an object *enter* its view as ADDED and *leave* it as DELETED, as in
+Kubernetes; the watch cache supplies each event's previous object to decide that. Events are
+newline-delimited JSON; with a Table ``Accept`` each object is a one-row Table (columns on the
+first only). A compacted start revision ends the stream with an ERROR event carrying a 410 Status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from apiserver import tables
+from apiserver.storage import RevisionCompacted, WatchEvent
+from apiserver.watchcache import WatchCache
+from minik8s.api.registry import ResourceType
+from minik8s.errors import Gone
+
+
+def translate(event: WatchEvent, visible: Callable[[dict[str, Any]], bool]) -> tuple[str, dict[str, Any]] | None:
+    """What a client whose view is ``visible`` sees of ``event`` (None: nothing)."""
+    now_in = visible(event.object)
+    was_in = event.prev_object is not None and visible(event.prev_object)
+    if event.type == "ADDED":
+        return ("ADDED", event.object) if now_in else None
+    if event.type == "DELETED":
+        return ("DELETED", event.object) if (was_in or now_in) else None
+    if now_in and was_in:
+        return "MODIFIED", event.object
+    if now_in:
+        return "ADDED", event.object
+    if was_in:
+        return "DELETED", event.object
+    return None
+
+
+def _line(kind: str, obj: dict[str, Any]) -> bytes:
+    return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+
+
+async def stream(cache: WatchCache, rt: ResourceType, *, namespace: str | None,
+                 visible: Callable[[dict[str, Any]], bool], from_rv: int | None, as_table: bool,
+                 include_object: str, timeout: float | None, bookmarks: bool,
+                 bookmark_interval: float) -> AsyncIterator[bytes]:
+    """Yield the encoded events of one watch until ``timeout`` (None: until the client leaves)."""
+
+    def in_view(obj: dict[str, Any]) -> bool:
+        meta = obj.get("metadata") or {}
+        if namespace and rt.namespaced and meta.get("namespace") != namespace:
+            return False
+        return visible(obj)
+
+    first_table = True
+
+    def encode(kind: str, obj: dict[str, Any]) -> bytes:
+        nonlocal first_table
+        if as_table:
+            rv = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+            obj = tables.table(rt, [obj], rv, include_object=include_object, with_columns=first_table)
+            first_table = False
+        return _line(kind, obj)
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout if timeout else None
+    # A pump task feeds a queue so that waiting for the next event can time out (for bookmarks and
+    # timeoutSeconds) without cancelling the watch iterator itself.
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1024)
+
+    async def pump() -> None:
+        try:
+            async for ev in cache.watch(from_rv):
+                await queue.put(ev)
+            await queue.put(_END)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            await queue.put(e)
+
+    task = asyncio.create_task(pump())
+    last_rv = from_rv or 0
+    try:
+        while True:
+            wait: float | None = bookmark_interval if bookmarks else None
+            if deadline is not None:
+                left = deadline - loop.time()
+                if left <= 0:
+                    return
+                wait = left if wait is None else min(wait, left)
+            try:
+                item = await asyncio.wait_for(queue.get(), wait) if wait is not None else await queue.get()
+            except TimeoutError:
+                if bookmarks and (deadline is None or loop.time() < deadline):
+                    rv = max(cache.revision, last_rv)
+                    yield _line("BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version,
+                                             "metadata": {"resourceVersion": str(rv)}})
+                continue
+            if item is _END:
+                return
+            if isinstance(item, RevisionCompacted | Gone):
+                rv = getattr(item, "revision", "") or ""
+                yield _line("ERROR", {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                      "message": f"too old resource version: {from_rv} ({rv})",
+                                      "reason": "Expired", "code": 410})
+                return
+            if isinstance(item, Exception):
+                yield _line("ERROR", {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                                      "message": f"watch ended: {item}", "reason": "InternalError", "code": 500})
+                return
+            last_rv = item.revision
+            out = translate(item, in_view)
+            if out is not None:
+                yield encode(*out)
+    finally:
+        task.cancel()
+        try:
+            await task
+        except BaseException:
+            pass
+
+
+_END = object()
