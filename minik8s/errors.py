@@ -39,8 +39,8 @@ class Cause:
     reason: str = "FieldValueInvalid"
 
     def to_dict(self) -> dict[str, str]:
-        return {"reason": self.reason, "message": f"{self.field}: {self.message}" if self.field else self.message,
-                "field": self.field}
+        # Like Kubernetes, the message does not repeat the field: kubectl prints "field: message".
+        return {"reason": self.reason, "message": self.message, "field": self.field}
 
     def describe(self) -> str:
         return f"{self.field}: {self.message}" if self.field else self.message
@@ -89,7 +89,7 @@ class ApiError(Exception):
         return status
 
     @staticmethod
-    def from_status(body: Any, http_code: int = 0) -> "ApiError":
+    def from_status(body: Any, http_code: int = 0) -> ApiError:
         """Rebuild the matching error from a ``Status`` body (or anything else a server said)."""
         if not isinstance(body, dict):
             cls = _BY_CODE.get(http_code, ApiError)
@@ -162,7 +162,7 @@ class Invalid(ApiError):
     code, reason = 422, "Invalid"
 
     @classmethod
-    def of(cls, kind: str, name: str, causes: list[Cause], group: str = "") -> "Invalid":
+    def of(cls, kind: str, name: str, causes: list[Cause], group: str = "") -> Invalid:
         """The 422 for ``causes``; the message reads like the apiserver's (kubectl ignores it)."""
         what = f'{kind} "{name}"' if name else kind
         text = ", ".join(c.describe() for c in causes) or "invalid object"
