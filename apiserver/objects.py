@@ -276,7 +276,7 @@ class Objects:
 
     def _cached(self, rt: ResourceType, namespace: str | None, name: str) -> dict[str, Any] | None:
         cache = self.caches.get(rt.plural)
-        return cache.get(rt.key(namespace, name)) if cache is not None and hasattr(cache, "get") else None
+        return cache.get(rt.key(namespace, name)) if cache is not None else None
 
     async def _merge_event(self, rt: ResourceType, ev: dict[str, Any]) -> dict[str, Any] | None:
         """Fold a repeat of an existing event into it (count, lastTimestamp); None if it is new."""
@@ -337,17 +337,36 @@ class Objects:
                      try_update: Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]],
                      dry_run: bool) -> dict[str, Any]:
         key = rt.key(namespace, name)
+        # A Service's ClusterIP / NodePorts are settled only once the outcome is known: values an
+        # attempt took are given back unless stored, values the old version held only once the new
+        # version is stored (a dry run, a refused or a lost write changes no allocation).
+        attempts: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+
+        async def tracked(cur: dict[str, Any]) -> dict[str, Any] | None:
+            before = copy.deepcopy(cur)
+            new = await try_update(cur)
+            attempts.append((before, new))
+            return new
+
+        update_fn = tracked if rt.kind == "Service" else try_update
         if dry_run:
             cur = await self.get(rt, namespace, name)
-            return (await try_update(copy.deepcopy(cur))) or cur
+            try:
+                return (await update_fn(copy.deepcopy(cur))) or cur
+            finally:
+                await self._settle_service_values(attempts, cur)
+        stored: dict[str, Any] | None = None
         try:
-            stored = await self.store.guaranteed_update(key, try_update)
+            stored = await self.store.guaranteed_update(key, update_fn)
         except KeyNotFound:
             raise NotFound(f'{rt.qualified} "{name}" not found', kind=rt.plural, name=name, group=rt.group) from None
         except RevisionConflict:
             raise self._conflict(rt, name) from None
         except StorageError as e:
             raise _unavailable(e) from e
+        finally:
+            if attempts:
+                await self._settle_service_values(attempts, stored)
         # The last finalizer of an object being deleted is gone: now it really goes.
         meta = _meta(stored)
         if meta.get("deletionTimestamp") and not meta.get("finalizers") and rt.kind != "Namespace":
@@ -385,13 +404,18 @@ class Objects:
                     result["status"] = cur["status"]
                 else:
                     result.pop("status", None)
-            if cur_meta.get("deletionTimestamp") and set(new_meta.get("finalizers") or []) - set(
-                    cur_meta.get("finalizers") or []):
+            if cur_meta.get("deletionTimestamp") and {f for f in _list(new_meta.get("finalizers"))
+                                                      if isinstance(f, str)} - set(cur_meta.get("finalizers") or []):
                 raise Forbidden(f'{rt.qualified} "{name}" is being deleted: no new finalizers can be added',
                                 kind=rt.plural, name=name)
             apply_defaults(result, rt)
             if rt.kind == "Service":
-                await self._allocate_service(result, cur)
+                taken = await self._allocate_service(result, cur)
+                try:
+                    self._validate(rt, result, old=cur)
+                except BaseException:
+                    await self._release(taken, result)   # refused: what this attempt took goes back
+                    raise
         self._validate(rt, result, old=cur)
         if _spec_part(result) != _spec_part(cur):
             _meta(result)["generation"] = int(cur_meta.get("generation") or 1) + 1
@@ -546,7 +570,7 @@ class Objects:
         ip = spec.get("clusterIP")
         if isinstance(ip, str) and self.ip_alloc.contains(ip):
             out.append((self.ip_alloc, ip))
-        for p in spec.get("ports") or []:
+        for p in _list(spec.get("ports")):
             if isinstance(p, dict) and isinstance(p.get("nodePort"), int):
                 out.append((self.port_alloc, str(p["nodePort"])))
         return out
@@ -628,11 +652,23 @@ class Objects:
         except BaseException:
             await self._release(taken, svc)
             raise
-        if old is not None:
-            # Values the old version held and the new one does not are given back.
-            new_values = set(self._service_values(svc))
-            await self._release([v for v in self._service_values(old) if v not in new_values], old)
+        # Values the old version held and the new one does not are given back by the caller once
+        # the new version is stored (``_write``), never before.
         return taken
+
+    async def _settle_service_values(self, attempts: list[tuple[dict[str, Any], dict[str, Any] | None]],
+                                     kept: dict[str, Any] | None) -> None:
+        """Give back what update attempts of one Service held or took and ``kept`` (the stored
+        version; None when the write failed) does not hold."""
+        keep = set(self._service_values(kept)) if kept is not None else None
+        for old, new in attempts:
+            new_values = set(self._service_values(new)) if new is not None else set()
+            if keep is None:
+                drop = new_values - set(self._service_values(old))
+            else:
+                drop = (new_values | set(self._service_values(old))) - keep
+            if drop:
+                await self._release(list(drop), old)
 
     async def _claim(self, alloc: Allocator, value: str, owner: str) -> bool:
         try:

@@ -17,7 +17,6 @@ from apiserver import tables
 from apiserver.storage import RevisionCompacted, WatchEvent
 from apiserver.watchcache import WatchCache
 from minik8s.api.registry import ResourceType
-from minik8s.errors import Gone
 
 
 def translate(event: WatchEvent, visible: Callable[[dict[str, Any]], bool]) -> tuple[str, dict[str, Any]] | None:
@@ -65,51 +64,46 @@ async def stream(cache: WatchCache, rt: ResourceType, *, namespace: str | None,
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout if timeout else None
-    # A pump task feeds a queue so that waiting for the next event can time out (for bookmarks and
-    # timeoutSeconds) without cancelling the watch iterator itself.
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1024)
+    # A pump task feeds a queue so that waiting for the next event can end at timeoutSeconds
+    # without cancelling the watch iterator itself.
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=256)
 
     async def pump() -> None:
         try:
-            async for ev in cache.watch(from_rv):
+            async for ev in cache.watch(from_rv, bookmark_after=bookmark_interval if bookmarks else None):
                 await queue.put(ev)
             await queue.put(_END)
         except asyncio.CancelledError:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - handed to the stream, which reports it
             await queue.put(e)
 
     task = asyncio.create_task(pump())
-    last_rv = from_rv or 0
     try:
         while True:
-            wait: float | None = bookmark_interval if bookmarks else None
-            if deadline is not None:
-                left = deadline - loop.time()
-                if left <= 0:
+            if deadline is None:
+                item = await queue.get()
+            else:
+                try:
+                    item = await asyncio.wait_for(queue.get(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
                     return
-                wait = left if wait is None else min(wait, left)
-            try:
-                item = await asyncio.wait_for(queue.get(), wait) if wait is not None else await queue.get()
-            except TimeoutError:
-                if bookmarks and (deadline is None or loop.time() < deadline):
-                    rv = max(cache.revision, last_rv)
-                    yield _line("BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version,
-                                             "metadata": {"resourceVersion": str(rv)}})
-                continue
             if item is _END:
                 return
-            if isinstance(item, RevisionCompacted | Gone):
-                rv = getattr(item, "revision", "") or ""
+            if isinstance(item, RevisionCompacted):
                 yield _line("ERROR", {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                                      "message": f"too old resource version: {from_rv} ({rv})",
+                                      "message": f"too old resource version: {from_rv} ({item.compacted_revision})",
                                       "reason": "Expired", "code": 410})
                 return
             if isinstance(item, Exception):
                 yield _line("ERROR", {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                                       "message": f"watch ended: {item}", "reason": "InternalError", "code": 500})
                 return
-            last_rv = item.revision
+            if item.type == "BOOKMARK":
+                # The cache sends these only once every earlier event was delivered: resuming is exact.
+                yield _line("BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version,
+                                         "metadata": {"resourceVersion": str(item.revision)}})
+                continue
             out = translate(item, in_view)
             if out is not None:
                 yield encode(*out)
@@ -117,7 +111,7 @@ async def stream(cache: WatchCache, rt: ResourceType, *, namespace: str | None,
         task.cancel()
         try:
             await task
-        except BaseException:
+        except BaseException:  # noqa: BLE001, S110 - the stream is over either way
             pass
 
 
