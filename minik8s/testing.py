@@ -34,7 +34,7 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.05, what: str =
             value = predicate()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - remembered for the timeout message
+        except Exception as exc:
             last_exc = exc
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}" +
@@ -44,7 +44,7 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.05, what: str =
 
 def _http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, timeout=1) as r:
             return bool(r.status == 200)
     except OSError:
         return False
@@ -69,7 +69,7 @@ class EtcdProcess:
     def url(self) -> str:
         return f"http://{self.endpoint}"
 
-    def start(self) -> "EtcdProcess":
+    def start(self) -> EtcdProcess:
         etcd = shutil.which("etcd") or "/usr/bin/etcd"
         log = open(os.path.join(self.data_dir, "etcd.log"), "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
@@ -103,7 +103,7 @@ class EtcdProcess:
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
-    def __enter__(self) -> "EtcdProcess":
+    def __enter__(self) -> EtcdProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -126,7 +126,7 @@ class ApiserverProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "ApiserverProcess":
+    def start(self) -> ApiserverProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "apiserver.main", "--etcd-endpoints", self.etcd_endpoint,
@@ -157,7 +157,7 @@ class ApiserverProcess:
                 self.proc.wait(timeout=10)
         self.proc = None
 
-    def __enter__(self) -> "ApiserverProcess":
+    def __enter__(self) -> ApiserverProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
