@@ -369,6 +369,10 @@ class ApiServer:
         if not raw.strip():
             raise BadRequest("the request has no body; send a JSON object")
         ctype = _ctype(request)
+        if ctype == "application/vnd.kubernetes.protobuf":  # client-go typed clients (kubectl create deployment …)
+            from apiserver import protobuf
+
+            return protobuf.decode(raw)
         if "yaml" in ctype:
             try:
                 return yaml.safe_load(raw)
@@ -382,7 +386,13 @@ class ApiServer:
     async def _delete_options(self, request: Request) -> dict[str, Any]:
         raw = await self._raw(request)
         options: dict[str, Any] = {}
-        if raw.strip():
+        if raw.strip() and _ctype(request) == "application/vnd.kubernetes.protobuf":  # kubectl drain (typed client)
+            from apiserver import protobuf
+
+            options = protobuf.decode(raw)
+            if options.get("kind") != "DeleteOptions":
+                raise BadRequest(f"the DELETE body must be DeleteOptions, not {options.get('kind')}")
+        elif raw.strip():
             try:
                 options = json.loads(raw)
             except (ValueError, RecursionError) as e:

@@ -351,16 +351,74 @@ def test_api_resources(kubectl: Kubectl) -> None:
 
 
 def test_typed_create_commands(kubectl: Kubectl, apiserver: Any, namespace: str) -> None:
-    """``kubectl create deployment|namespace|service`` use client-go's typed clientset, which since
-    kubectl 1.31 sends its bodies as ``application/vnd.kubernetes.protobuf`` (with no fallback to
-    JSON on 415), unlike ``create -f`` / ``apply`` (JSON)."""
-    assert kubectl.run("create", "deployment", "typed", "--image=busybox:1.36", "-n", namespace).stdout.strip() \
-        == "deployment.apps/typed created"
-    dep = stored(apiserver, f"/apis/apps/v1/namespaces/{namespace}/deployments/typed")
+    """``kubectl create deployment|namespace|service|ingress`` use client-go's typed clientset, which
+    since kubectl 1.31 sends its bodies as ``application/vnd.kubernetes.protobuf`` (with no fallback to
+    JSON on 415), unlike ``create -f`` / ``apply`` (JSON). The apiserver decodes them and answers JSON."""
+    def create(*args: str) -> str:
+        return kubectl.run("create", "-n", namespace, *args).stdout.strip()
+
+    def get(path: str) -> dict[str, Any]:
+        return stored(apiserver, ("/api/" if path.startswith("v1/") else "/apis/") + path)
+
+    assert create("deployment", "typed", "--image=busybox:1.36") == "deployment.apps/typed created"
+    dep = get(f"apps/v1/namespaces/{namespace}/deployments/typed")
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "busybox:1.36"
     assert dep["spec"]["selector"] == {"matchLabels": {"app": "typed"}}
+    assert dep["spec"]["replicas"] == 1
+    assert dep["metadata"]["labels"] == {"app": "typed"}
+
+    assert create("deployment", "web", "--image=nginx:1.25", "--replicas=3", "--port=8080",
+                  "--", "sleep", "3600") == "deployment.apps/web created"
+    dep = get(f"apps/v1/namespaces/{namespace}/deployments/web")
+    assert dep["spec"]["replicas"] == 3
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert (container["name"], container["image"], container["command"]) == ("nginx", "nginx:1.25", ["sleep", "3600"])
+    assert [(p["containerPort"], p["protocol"]) for p in container["ports"]] == [(8080, "TCP")]
+    assert dep["spec"]["template"]["metadata"]["labels"] == {"app": "web"}
+
+    # A pointer's zero survives the protobuf round trip (and is not defaulted to 1).
+    assert create("deployment", "idle", "--image=nginx:1.25", "--replicas=0") == "deployment.apps/idle created"
+    assert get(f"apps/v1/namespaces/{namespace}/deployments/idle")["spec"]["replicas"] == 0
+
+    assert create("service", "clusterip", "web", "--tcp=80:8080") == "service/web created"
+    svc = get(f"v1/namespaces/{namespace}/services/web")
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["selector"] == {"app": "web"}
+    assert [(p["name"], p["port"], p["targetPort"], p["protocol"]) for p in svc["spec"]["ports"]] \
+        == [("80-8080", 80, 8080, "TCP")]
+    assert svc["spec"]["clusterIP"] not in ("", "None", None)
+
+    assert create("service", "nodeport", "web-np", "--tcp=81:8081") == "service/web-np created"
+    svc = get(f"v1/namespaces/{namespace}/services/web-np")
+    assert svc["spec"]["type"] == "NodePort"
+    [port] = svc["spec"]["ports"]
+    assert (port["port"], port["targetPort"]) == (81, 8081)
+    assert 30000 <= port["nodePort"] <= 32767
+
+    assert create("ingress", "web", "--rule=web.example.com/api*=web:80", "--rule=other.example.com/=web:http") \
+        == "ingress.networking.k8s.io/web created"
+    ing = get(f"networking.k8s.io/v1/namespaces/{namespace}/ingresses/web")
+    assert ing["spec"]["rules"] == [
+        {"host": "web.example.com", "http": {"paths": [
+            {"path": "/api", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}},
+        {"host": "other.example.com", "http": {"paths": [
+            {"path": "/", "pathType": "Exact", "backend": {"service": {"name": "web", "port": {"name": "http"}}}}]}},
+    ]
+
+    # The JSON answers read back fine through kubectl.
+    names = kubectl.run("get", "deployments,services,ingresses", "-n", namespace, "-o", "name").stdout.split()
+    assert set(names) == {"deployment.apps/typed", "deployment.apps/web", "deployment.apps/idle", "service/web",
+                          "service/web-np", "ingress.networking.k8s.io/web"}
+
+    # kubectl drain deletes pods through the typed client: DeleteOptions as protobuf (here gracePeriodSeconds=0).
+    delete_options = b'k8s\x00\n\x13\n\x02v1\x12\rDeleteOptions\x12\x02\x08\x00\x1a\x00"\x00'
+    status, body = h.http(f"{apiserver.url}/apis/apps/v1/namespaces/{namespace}/deployments/idle", "DELETE",
+                          delete_options, content_type="application/vnd.kubernetes.protobuf")
+    assert status == 200, body
+
     other = h.unique("e2e-ns")
     try:
         assert kubectl.run("create", "namespace", other).stdout.strip() == f"namespace/{other} created"
+        assert get(f"v1/namespaces/{other}")["metadata"]["name"] == other
     finally:
         kubectl.run("delete", "namespace", other, "--wait=false", check=False)

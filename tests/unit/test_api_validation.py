@@ -266,7 +266,8 @@ def test_rule_rejects_with_kubernetes_wording(kind: str, change: Callable[[dict[
 
 def test_cause_serializes_like_kubernetes():
     [cause] = _causes("Pod", _set("spec.containers.0.image", _DELETE))
-    assert cause.to_dict() == {"reason": "FieldValueRequired", "message": "spec.containers[0].image: Required value",
+    # As a real apiserver: the field is not repeated in the message (kubectl prints "field: message").
+    assert cause.to_dict() == {"reason": "FieldValueRequired", "message": "Required value",
                                "field": "spec.containers[0].image"}
 
 
