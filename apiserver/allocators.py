@@ -66,7 +66,7 @@ class Allocator:
         if rec.get("owner") == owner:
             try:
                 await self.store.delete(self.prefix + value, expected_rv=int(rec["metadata"]["resourceVersion"]))
-            except Exception:
+            except Exception:  # noqa: BLE001, S110 - changed hands meanwhile: nothing to release
                 pass
 
     async def repair(self, in_use: set[str], *, older_than: timedelta = timedelta(minutes=1)) -> int:
@@ -81,7 +81,7 @@ class Allocator:
             try:
                 await self.store.delete(self.prefix + value, expected_rv=int(rec["metadata"]["resourceVersion"]))
                 released += 1
-            except Exception:
+            except Exception:  # noqa: BLE001 - reallocated meanwhile: keep it
                 continue
         return released
 

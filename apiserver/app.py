@@ -230,7 +230,7 @@ class ApiServer:
             if method == "GET":
                 if _flag(q.get("watch")):
                     return self._watch(request, target)
-                items, rv = await objects.list(rt, ns, label_selector=q.get("labelSelector", ""),
+                items, rv = await objects.list_objects(rt, ns, label_selector=q.get("labelSelector", ""),
                                                field_selector=q.get("fieldSelector", ""),
                                                resource_version=q.get("resourceVersion", ""))
                 if self._wants_table(request):
@@ -269,7 +269,7 @@ class ApiServer:
         rt = target.rt
         assert rt is not None and self.objects is not None
         q = request.query_params
-        items, rv = await self.objects.list(rt, target.namespace, label_selector=q.get("labelSelector", ""),
+        items, rv = await self.objects.list_objects(rt, target.namespace, label_selector=q.get("labelSelector", ""),
                                             field_selector=q.get("fieldSelector", ""))
         options = await self._delete_options(request)
         gone = []

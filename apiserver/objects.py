@@ -77,6 +77,12 @@ def _meta(obj: dict[str, Any]) -> dict[str, Any]:
     return m if isinstance(m, dict) else {}
 
 
+def _sub(obj: Any, key: str) -> dict[str, Any]:
+    """``obj[key]`` when both are dicts, else an empty dict (stored objects may have odd shapes)."""
+    value = obj.get(key) if isinstance(obj, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
 def _rv(obj: dict[str, Any]) -> int:
     try:
         return int(_meta(obj).get("resourceVersion") or 0)
@@ -142,7 +148,7 @@ class Objects:
         except StorageError as e:
             raise _unavailable(e) from e
 
-    async def list(self, rt: ResourceType, namespace: str | None, *, label_selector: str = "",
+    async def list_objects(self, rt: ResourceType, namespace: str | None, *, label_selector: str = "",
                    field_selector: str = "", resource_version: str = "") -> tuple[list[dict[str, Any]], str]:
         """Objects of ``rt`` (in ``namespace``, or all) that match both selectors, and the list RV.
 
@@ -288,7 +294,7 @@ class Objects:
         for other in cache.snapshot()[0]:
             if _meta(other).get("namespace") == ns and _event_identity(other) == ident:
                 key = rt.key(ns, _meta(other)["name"])
-                add = ev.get("count") if isinstance(ev.get("count"), int) and ev["count"] > 0 else 1
+                add: int = ev["count"] if isinstance(ev.get("count"), int) and ev["count"] > 0 else 1
                 last = ev.get("lastTimestamp") or rfc3339()
 
                 def bump(cur: dict[str, Any], add: int = add, last: str = last) -> dict[str, Any]:
@@ -430,7 +436,7 @@ class Objects:
                      options: dict[str, Any] | None = None, dry_run: bool = False) -> dict[str, Any]:
         """Delete, or start deleting (``deletionTimestamp``), and return the object's last state."""
         options = options or {}
-        pre = options.get("preconditions") if isinstance(options.get("preconditions"), dict) else {}
+        pre = _sub(options, "preconditions")
         grace = options.get("gracePeriodSeconds")
         if grace is not None and (not isinstance(grace, int) or isinstance(grace, bool) or grace < 0):
             raise BadRequest("gracePeriodSeconds must be a non-negative integer")
@@ -469,7 +475,7 @@ class Objects:
     def _graceful_state(self, rt: ResourceType, cur: dict[str, Any], grace: int | None) -> dict[str, Any] | None:
         """The state that marks ``cur`` as being deleted; None to remove it now; ``cur`` if already so."""
         meta = _meta(cur)
-        spec = cur.get("spec") if isinstance(cur.get("spec"), dict) else {}
+        spec = _sub(cur, "spec")
         when = now()
         if rt.kind == "Namespace":
             if meta.get("deletionTimestamp"):
@@ -565,7 +571,7 @@ class Objects:
     # --- services ------------------------------------------------------------------------------
 
     def _service_values(self, svc: dict[str, Any]) -> list[tuple[Allocator, str]]:
-        spec = svc.get("spec") if isinstance(svc.get("spec"), dict) else {}
+        spec = _sub(svc, "spec")
         out: list[tuple[Allocator, str]] = []
         ip = spec.get("clusterIP")
         if isinstance(ip, str) and self.ip_alloc.contains(ip):
@@ -592,7 +598,7 @@ class Objects:
         if not isinstance(spec, dict):
             return []
         owner = _owner(svc)
-        old_spec = (old or {}).get("spec") if isinstance((old or {}).get("spec"), dict) else {}
+        old_spec = _sub(old, "spec")
         taken: list[tuple[Allocator, str]] = []
         try:
             ip = spec.get("clusterIP")
@@ -682,8 +688,8 @@ class Objects:
 def scale_of(rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
     """The ``autoscaling/v1`` Scale view of a Deployment or ReplicaSet."""
     meta = _meta(obj)
-    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
-    status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+    spec = _sub(obj, "spec")
+    status = _sub(obj, "status")
     selector = ""
     if isinstance(spec.get("selector"), dict):
         try:
@@ -723,8 +729,8 @@ def _looks_ipv4(text: str) -> bool:
 
 
 def _event_identity(ev: dict[str, Any]) -> tuple[Any, ...]:
-    inv = ev.get("involvedObject") if isinstance(ev.get("involvedObject"), dict) else {}
-    src = ev.get("source") if isinstance(ev.get("source"), dict) else {}
+    inv = _sub(ev, "involvedObject")
+    src = _sub(ev, "source")
     return (inv.get("kind"), inv.get("namespace"), inv.get("name"), inv.get("uid"), inv.get("fieldPath"),
             ev.get("reason"), ev.get("message"), ev.get("type"), src.get("component"), src.get("host"))
 

@@ -56,7 +56,7 @@ class NamespaceReaper:
         for rt in registry.RESOURCES:
             if not rt.namespaced:
                 continue
-            items, _ = await self.objects.list(rt, name)
+            items, _ = await self.objects.list_objects(rt, name)
             for obj in items:
                 remaining += 1
                 if obj.get("metadata", {}).get("deletionTimestamp"):
@@ -68,7 +68,7 @@ class NamespaceReaper:
             items_left = 0
             for rt in registry.RESOURCES:
                 if rt.namespaced:
-                    items_left += len((await self.objects.list(rt, name))[0])
+                    items_left += len((await self.objects.list_objects(rt, name))[0])
             if items_left:
                 return False
         ns_rt = registry.lookup("namespaces")

@@ -292,7 +292,7 @@ def row_of(rt: ResourceType, obj: dict[str, Any], include_object: str = "Metadat
     printer = PRINTERS.get(rt.kind, ([_NAME, _AGE], _default_row))[1]
     try:
         cells = printer(obj)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an object of odd shape must still print its name
         cells = [_d(obj, "metadata", "name", default="")] + [""] * (len(columns_of(rt)) - 1)
     row: dict[str, Any] = {"cells": cells}
     if include_object == "Object":

@@ -154,7 +154,7 @@ class _Cli(click.Group):
             code = exc.exit_code
         except BrokenPipeError:
             code = 0
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - one readable line instead of a traceback
             if debug:
                 traceback.print_exc()
             click.echo(error_line(exc), err=True)

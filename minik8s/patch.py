@@ -172,7 +172,7 @@ def _apply_json_patch(original: dict, ops: Any) -> Any:
             doc = jsonpatch.JsonPatch([op]).apply(doc, in_place=True)
         except jsonpatch.JsonPatchTestFailed as exc:
             raise BadRequest(f"{described} failed: test failed: {exc}") from None
-        except Exception as exc:  # the library reports bad paths with several exception types
+        except Exception as exc:  # noqa: BLE001 - the library reports bad paths with several exception types
             raise BadRequest(f"{described} failed: {exc or type(exc).__name__}") from None
     return doc
 

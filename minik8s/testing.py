@@ -34,7 +34,7 @@ def wait_until(predicate, *, timeout: float, interval: float = 0.05, what: str =
             value = predicate()
             if value:
                 return value
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - remembered for the timeout message
             last_exc = exc
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}" +

@@ -141,7 +141,7 @@ class Indexer:
         for name, fn in self._index_funcs.items():
             try:
                 values = list(fn(obj))
-            except Exception:
+            except Exception:  # noqa: BLE001 - an index function that fails leaves the object out of it
                 continue
             index = self._indexes[name]
             for value in values:
