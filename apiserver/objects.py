@@ -714,13 +714,16 @@ def _list(value: Any) -> list[Any]:
 
 def _too_deep(value: Any, limit: int) -> bool:
     """True when ``value`` nests dicts/lists more than ``limit`` levels (checked without recursion)."""
+    if not isinstance(value, dict | list):
+        return False
     stack = [(value, 1)]
     while stack:
         cur, depth = stack.pop()
-        if isinstance(cur, dict | list):
-            if depth > limit:
-                return True
-            stack.extend((v, depth + 1) for v in (cur.values() if isinstance(cur, dict) else cur))
+        if depth > limit:
+            return True
+        for v in cur.values() if isinstance(cur, dict) else cur:
+            if isinstance(v, dict | list):     # only containers are pushed: scalars cost one check
+                stack.append((v, depth + 1))
     return False
 
 

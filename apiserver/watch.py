@@ -40,6 +40,31 @@ def _line(kind: str, obj: dict[str, Any]) -> bytes:
     return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
 
 
+# Lines of watch-cache objects, encoded once and shared by every watcher that sends them (with
+# 1,000 watchers, encoding per watcher was the largest cost of a fan-out). Keyed by the object's
+# identity; each entry holds the object itself, so its id cannot be reused while cached. Sound
+# because watch-cache objects are immutable (see WatchEvent). Bounded in bytes and entries.
+_SHARED: dict[tuple[str, int], tuple[dict[str, Any], bytes]] = {}
+_SHARED_MAX_ENTRIES = 1024
+_SHARED_MAX_BYTES = 16 * 1024 * 1024
+_shared_bytes = 0
+
+
+def _shared_line(kind: str, obj: dict[str, Any]) -> bytes:
+    global _shared_bytes
+    key = (kind, id(obj))
+    hit = _SHARED.get(key)
+    if hit is not None and hit[0] is obj:
+        return hit[1]
+    line = _line(kind, obj)
+    while _SHARED and (len(_SHARED) >= _SHARED_MAX_ENTRIES or _shared_bytes + len(line) > _SHARED_MAX_BYTES):
+        _shared_bytes -= len(_SHARED.pop(next(iter(_SHARED)))[1])
+    if len(line) <= _SHARED_MAX_BYTES:
+        _SHARED[key] = (obj, line)
+        _shared_bytes += len(line)
+    return line
+
+
 async def stream(cache: WatchCache, rt: ResourceType, *, namespace: str | None,
                  visible: Callable[[dict[str, Any]], bool], from_rv: int | None, as_table: bool,
                  include_object: str, timeout: float | None, bookmarks: bool,
@@ -60,7 +85,8 @@ async def stream(cache: WatchCache, rt: ResourceType, *, namespace: str | None,
             rv = str((obj.get("metadata") or {}).get("resourceVersion", ""))
             obj = tables.table(rt, [obj], rv, include_object=include_object, with_columns=first_table)
             first_table = False
-        return _line(kind, obj)
+            return _line(kind, obj)
+        return _shared_line(kind, obj)
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout if timeout else None
