@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import yaml
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.applications import Starlette
@@ -66,7 +67,7 @@ class Metrics:
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")), status_code=status, media_type="application/json",
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
                     headers=headers)
 
 
@@ -379,7 +380,7 @@ class ApiServer:
             except yaml.YAMLError as e:
                 raise BadRequest(f"the request body is not valid YAML: {e}") from None
         try:
-            return json.loads(raw)
+            return orjson.loads(raw)
         except (ValueError, RecursionError) as e:
             raise BadRequest(f"the request body is not valid JSON: {e}") from None
 

@@ -224,12 +224,17 @@ class Objects:
 
     def _prepare(self, rt: ResourceType, namespace: str | None, body: Any,
                  field_validation: str) -> tuple[dict[str, Any], list[str]]:
-        """Check the envelope of a written object and settle unknown fields; returns a private copy."""
+        """Check the envelope of a written object and settle unknown fields.
+
+        Takes ownership of ``body`` (freshly parsed from a request, or a patch result) and returns
+        it changed; callers never pass a shared object.
+        """
         if not isinstance(body, dict):
             raise BadRequest(f"the body of the request must be a JSON object describing a {rt.kind}")
-        if _too_deep(body, MAX_DEPTH):
-            raise BadRequest(f"the object is nested more than {MAX_DEPTH} levels deep")
-        obj = copy.deepcopy(body)
+        problem = _shape_error(body, MAX_DEPTH)
+        if problem:
+            raise BadRequest(problem)
+        obj = body
         api_version, kind = obj.get("apiVersion"), obj.get("kind")
         if api_version not in (None, "", rt.api_version):
             raise BadRequest(f"the API version in the data ({api_version}) does not match the expected API version "
@@ -712,19 +717,22 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _too_deep(value: Any, limit: int) -> bool:
-    """True when ``value`` nests dicts/lists more than ``limit`` levels (checked without recursion)."""
+def _shape_error(value: Any, limit: int) -> str:
+    """Why ``value`` cannot be stored as JSON ("" when it can): nesting deeper than ``limit``
+    levels, or an integer outside the 64-bit range (Kubernetes' decoder refuses both)."""
     if not isinstance(value, dict | list):
-        return False
+        return ""
     stack = [(value, 1)]
     while stack:
         cur, depth = stack.pop()
         if depth > limit:
-            return True
+            return f"the object is nested more than {limit} levels deep"
         for v in cur.values() if isinstance(cur, dict) else cur:
             if isinstance(v, dict | list):     # only containers are pushed: scalars cost one check
                 stack.append((v, depth + 1))
-    return False
+            elif isinstance(v, int) and not -(2**63) <= v < 2**64:
+                return f"the object holds a number that does not fit in 64 bits: {v}"
+    return ""
 
 
 def _looks_ipv4(text: str) -> bool:

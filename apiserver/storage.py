@@ -38,7 +38,6 @@ import builtins
 import contextlib
 import copy
 import inspect
-import json
 import logging
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -47,6 +46,7 @@ from typing import Any
 
 import aetcd
 import aetcd.exceptions
+import orjson
 from aetcd import rpc
 from aetcd.utils import prefix_range_end
 
@@ -152,12 +152,12 @@ def _without_rv(obj: dict[str, Any]) -> dict[str, Any]:
 
 def encode(obj: dict[str, Any]) -> bytes:
     """Stored form of ``obj``: compact JSON without ``metadata.resourceVersion``."""
-    return json.dumps(_without_rv(obj), separators=(",", ":")).encode()
+    return orjson.dumps(_without_rv(obj))
 
 
 def decode(value: bytes, revision: int) -> dict[str, Any]:
     """A fresh object from stored bytes, with ``metadata.resourceVersion = str(revision)``."""
-    obj = json.loads(value)
+    obj = orjson.loads(value)
     meta = obj.get("metadata")
     if not isinstance(meta, dict):
         meta = obj["metadata"] = {}

@@ -9,9 +9,10 @@ first only). A compacted start revision ends the stream with an ERROR event carr
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+import orjson
 
 from apiserver import tables
 from apiserver.storage import RevisionCompacted, WatchEvent
@@ -37,7 +38,7 @@ def translate(event: WatchEvent, visible: Callable[[dict[str, Any]], bool]) -> t
 
 
 def _line(kind: str, obj: dict[str, Any]) -> bytes:
-    return json.dumps({"type": kind, "object": obj}, separators=(",", ":")).encode() + b"\n"
+    return orjson.dumps({"type": kind, "object": obj}) + b"\n"
 
 
 # Lines of watch-cache objects, encoded once and shared by every watcher that sends them (with

@@ -6,6 +6,7 @@ scheduler adding ``100m`` ten times gets exactly ``1``).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from fractions import Fraction
@@ -40,6 +41,13 @@ def parse_quantity(value: str | int | float) -> Fraction:
         return Fraction(repr(value))
     if not isinstance(value, str):
         raise ValueError(f"invalid quantity of type {type(value).__name__}: {FORMAT_ERROR}")
+    return _parse_text(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_text(value: str) -> Fraction:
+    # Cached: a cluster repeats the same few quantities ("100m", "128Mi") in every pod, and a
+    # Fraction is immutable, so sharing the result is safe. Errors are not cached (they raise).
     text = value.strip()
     if not text or len(text) > _MAX_LEN:
         raise ValueError(f"invalid quantity {value!r}: {FORMAT_ERROR}")
