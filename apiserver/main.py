@@ -50,7 +50,7 @@ def main(etcd_endpoints: str, bind_address: str, port: int, compaction_interval:
     logging.basicConfig(level=log_level.upper(),
                         format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
     uvicorn.run(create_app(config), host=bind_address, port=port, log_level=log_level, access_log=False,
-                timeout_graceful_shutdown=3, lifespan="on")
+                timeout_graceful_shutdown=3, lifespan="on", proxy_headers=False, server_header=False)
 
 
 if __name__ == "__main__":
