@@ -2,8 +2,9 @@
 # needs first (scripts/install-deps.sh: Debian packages, then .venv), so on a fresh Debian
 # machine `make up` and `make test` are all it takes.
 #
-#   make up       start etcd + apiserver under $MINIK8S_HOME (default ~/.minik8s); re-run safe
-#   make down     stop them (data kept)
+#   make up       start the cluster under $MINIK8S_HOME (default ~/.minik8s); re-run safe, repairs
+#   make down     stop it and remove what it left on the host (data kept)
+#   make status   what runs (exit 3 when something does not)
 #   make test     every test tier (unit, integration, e2e); TESTS=... ARGS=... narrow it
 #   make check    ruff, mypy, import layering
 #   make bench    every benchmarks/bench_*.py against a cluster of its own; BENCH=name picks one
@@ -16,7 +17,7 @@ TESTS ?=
 ARGS ?=
 BENCH ?=
 
-.PHONY: help deps up down test check bench clean
+.PHONY: help deps up down status test check bench clean
 
 help:
 	@sed -n 's/^#   make /  make /p' $(firstword $(MAKEFILE_LIST))
@@ -29,6 +30,9 @@ up:
 
 down:
 	@bash scripts/down.sh
+
+status:
+	@bash scripts/status.sh
 
 test:
 	@bash scripts/test.sh $(TESTS) $(ARGS)

@@ -11,9 +11,18 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# The one list of Debian packages. Later features add theirs here (containerd, runc,
-# containernetworking-plugins, docker-registry, iptables, catatonit, busybox-static, debootstrap).
-APT_PACKAGES="etcd-server etcd-client python3-venv curl procps iproute2"
+# The one list of Debian packages (tests/unit/test_programs_installed.py checks that every program
+# the scripts and the code call comes from one of them):
+#   control plane  etcd-server etcd-client
+#   node           containerd runc containernetworking-plugins (CNI) iptables iproute2 (ip, ss) kmod (modprobe)
+#                  mount (umount)
+#   images         docker-registry (the cluster registry) catatonit (pause) busybox-static debootstrap
+#   tools          python3-venv curl procps
+APT_PACKAGES="etcd-server etcd-client python3-venv curl procps iproute2 kmod mount \
+containerd runc containernetworking-plugins iptables catatonit busybox-static debootstrap docker-registry"
+# Packages whose Debian service would listen on a system default (etcd 2379, registry 5000, the system
+# containerd socket): if installing them started one anyway, it is stopped again (see below).
+SERVICE_BINARIES="etcd containerd docker-registry"
 
 # kubectl is already on the project's machines (package `kubectl`, a dispatcher over 1.27–1.33).
 # Elsewhere, Debian's own `kubernetes-client` (kubectl 1.20) is enough for what minik8s serves.
@@ -47,6 +56,26 @@ as_root() {
     fi
 }
 
+service_pids() {  # pids of the daemons in SERVICE_BINARIES that run now, one a line
+    local name
+    for name in $SERVICE_BINARIES; do
+        pgrep -x "$name" 2>/dev/null || true
+    done | sort -n
+}
+
+# stop_new_services BEFORE: a service daemon that apt-get started despite policy-rc.d (a pid not in
+# BEFORE, not run by a minik8s supervisord) would sit on a system default port or socket: stop it.
+stop_new_services() {
+    local pid
+    for pid in $(comm -13 <(printf '%s\n' "$1") <(service_pids)); do
+        if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -q '^MINIK8S_SUPERVISED='; then
+            continue
+        fi
+        log "stopping $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) (pid $pid), started by apt-get"
+        as_root kill -TERM "$pid" 2>/dev/null || true
+    done
+}
+
 install_system_packages() {
     local missing
     missing=$(missing_packages)
@@ -66,7 +95,8 @@ install_system_packages() {
         as_root sh -c "printf '#!/bin/sh\nexit 101\n' > $policy && chmod 755 $policy"
         made_policy=1
     fi
-    local rc=0
+    local rc=0 before
+    before=$(service_pids)
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq || rc=$?
     if [ "$rc" -eq 0 ]; then
         # shellcheck disable=SC2086  # word splitting of the package list is intended
@@ -76,6 +106,7 @@ install_system_packages() {
     if [ "$made_policy" -eq 1 ]; then
         as_root rm -f "$policy"
     fi
+    stop_new_services "$before"
     if [ "$rc" -ne 0 ]; then
         echo "install-deps: apt-get failed (exit $rc)" >&2
         exit "$rc"

@@ -1,7 +1,9 @@
 """``make up`` gives a working cluster, a second ``make up`` changes nothing, ``make down`` ends it.
 
 Runs the real Makefile and scripts in a throw-away ``MINIK8S_HOME`` on free loopback ports, then
-talks to the cluster with the real ``kubectl`` and with ``minictl``.
+talks to the cluster with the real ``kubectl``, ``minictl`` and ``ctr``; ``make status`` tells what
+runs; after ``make down`` no process, mount, netns, bridge, iptables chain or cgroup folder of the
+cluster is left.
 """
 
 from __future__ import annotations
@@ -12,24 +14,30 @@ import socket
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from minik8s.cluster import Cluster, Layout, cleanup
+from minik8s.cluster.layout import stored_identity
 from minik8s.testing import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-DAEMONS = ("etcd", "apiserver")
+DAEMONS = ("etcd", "containerd", "registry", "apiserver")
 
-pytestmark = pytest.mark.timeout(600)
+# The first make up on a machine may build the base images into the shared cache (debootstrap).
+pytestmark = [pytest.mark.timeout(900),
+              pytest.mark.skipif(os.geteuid() != 0, reason="make up needs root (containerd, bridges, iptables)")]
 
 
-def make(target: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def make(target: str, env: dict[str, str], timeout: float = 300, ok: tuple[int, ...] = (0,)
+         ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(["make", "-C", str(REPO), "--no-print-directory", target], env=env,
                             capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
                             check=False)
-    assert result.returncode == 0, f"make {target} failed:\n{result.stdout}\n{result.stderr}"
+    assert result.returncode in ok, f"make {target} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
 
@@ -43,7 +51,13 @@ def distinct_free_ports(n: int) -> list[int]:
 
 
 def pids(home: Path) -> dict[str, int]:
-    return {name: int((home / "run" / f"{name}.pid").read_text().strip()) for name in DAEMONS}
+    """Every program of the cluster's supervisord and its pid (all must be RUNNING)."""
+    procs = Cluster(Layout(home), out=lambda _: None).status()
+    assert procs is not None, "the cluster's supervisord does not answer"
+    assert all(p["statename"] == "RUNNING" for p in procs), procs
+    found = {p["name"]: int(p["pid"]) for p in procs}
+    assert set(DAEMONS) <= set(found), found
+    return found
 
 
 def alive(pid: int) -> bool:
@@ -65,9 +79,11 @@ def listening(port: int) -> bool:
 def cluster_env() -> Iterator[dict[str, str]]:
     """Environment for a cluster of this test's own; ``make down`` and removal always follow."""
     home = tempfile.mkdtemp(prefix="mk8s-e2e-", dir="/tmp")  # short: unix sockets live under it
-    etcd_port, peer_port, api_port = distinct_free_ports(3)
-    env = {**os.environ, "MINIK8S_HOME": home, "MINIK8S_ETCD_PORT": str(etcd_port),
+    etcd_port, peer_port, api_port, registry_port, kubelet_port = distinct_free_ports(5)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MINIK8S_")},
+           "MINIK8S_HOME": home, "MINIK8S_ETCD_PORT": str(etcd_port),
            "MINIK8S_ETCD_PEER_PORT": str(peer_port), "MINIK8S_API_PORT": str(api_port),
+           "MINIK8S_REGISTRY_PORT": str(registry_port), "MINIK8S_KUBELET_PORT": str(kubelet_port),
            "KUBECONFIG": os.path.join(home, "kubeconfig")}
     env.pop("MINIK8S_SERVER", None)  # minictl must find the server through $MINIK8S_HOME/config
     try:
@@ -97,12 +113,23 @@ def minictl(env: dict[str, str], *args: str) -> str:
 def test_make_up_twice_then_down(cluster_env: dict[str, str]) -> None:
     env = cluster_env
     home = Path(env["MINIK8S_HOME"])
-    ports = [int(env[var]) for var in ("MINIK8S_ETCD_PORT", "MINIK8S_ETCD_PEER_PORT", "MINIK8S_API_PORT")]
+    ports = [int(env[var]) for var in ("MINIK8S_ETCD_PORT", "MINIK8S_ETCD_PEER_PORT", "MINIK8S_API_PORT",
+                                       "MINIK8S_REGISTRY_PORT")]
     api = f"http://127.0.0.1:{env['MINIK8S_API_PORT']}"
 
-    make("up", env)
+    make("up", env, timeout=840)
     first = pids(home)
     assert all(alive(pid) for pid in first.values()), first
+    ident = stored_identity(Layout(home))
+    assert ident is not None and ident.registry_port == int(env["MINIK8S_REGISTRY_PORT"])
+    status = make("status", env)
+    assert all(f"{name} " in status.stdout and "RUNNING" in status.stdout for name in DAEMONS), status.stdout
+    sock = home / "run" / "containerd.sock"
+    ctr = subprocess.run(["ctr", "--address", str(sock), "version"], capture_output=True, text=True, timeout=30,
+                         check=False)
+    assert ctr.returncode == 0 and "Server:" in ctr.stdout, ctr.stderr
+    with urllib.request.urlopen(f"http://127.0.0.1:{env['MINIK8S_REGISTRY_PORT']}/v2/", timeout=10) as r:
+        assert r.status == 200
     assert f"server: {api}" in (home / "kubeconfig").read_text()
     assert f"server: {api}" in (home / "config").read_text()
     assert f"MINIK8S_API_PORT={env['MINIK8S_API_PORT']}" in (home / "cluster.env").read_text()
@@ -121,10 +148,21 @@ def test_make_up_twice_then_down(cluster_env: dict[str, str]) -> None:
     assert pids(home) == first
     assert "namespace/default" in kubectl(env, "get", "namespaces", "-o", "name").split()
 
-    make("down", env, timeout=120)
+    make("down", env, timeout=180)
     for name, pid in first.items():
         wait_until(lambda pid=pid: not alive(pid), timeout=30, what=f"{name} (pid {pid}) to exit")
     for port in ports:
         wait_until(lambda port=port: not listening(port), timeout=30, what=f"port {port} to close")
     assert not list((home / "run").glob("*.pid"))
+    assert not list((home / "run").glob("*.sock"))
     assert (home / "etcd").is_dir(), "make down keeps the data"
+    assert make("status", env, ok=(2,)).stdout.strip().endswith("not running")  # make turns exit 3 into 2
+
+    # Nothing of the cluster is left on the host.
+    assert not cleanup.marked_processes(home)
+    assert not cleanup.shim_processes(sock)
+    assert not cleanup.mounts_under(home)
+    assert not cleanup.link_exists(ident.bridge)
+    assert not [ns for ns in cleanup.netns_on_bridge(ident.bridge)]
+    assert not cleanup.iptables_chains(ident.chain_prefix)
+    assert not cleanup.cgroup_dirs(ident.cgroup_root)
