@@ -162,3 +162,68 @@ class ApiserverProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class RegistryProcess:
+    """Debian's ``docker-registry`` (distribution v2) on a free loopback port with its own storage.
+
+    Deletes are enabled; never port 5000. Use as a context manager; ``.url`` is ``http://127.0.0.1:PORT``.
+    """
+
+    def __init__(self, data_dir: str | None = None, *, port: int | None = None) -> None:
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="mk8s-registry-")
+        self.port = port or free_port()
+        if self.port == 5000:
+            raise ValueError("the test registry never uses port 5000")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.data_dir, "config.yml")
+
+    def start(self) -> RegistryProcess:
+        binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+        storage = os.path.join(self.data_dir, "data")
+        os.makedirs(storage, exist_ok=True)
+        with open(self.config_path, "w") as f:
+            f.write("version: 0.1\n"
+                    "log:\n  level: warn\n  accesslog:\n    disabled: true\n"
+                    f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
+                    "  cache:\n    blobdescriptor: inmemory\n"
+                    f"http:\n  addr: 127.0.0.1:{self.port}\n")
+        log = open(os.path.join(self.data_dir, "registry.log"), "ab")  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen([binary, "serve", self.config_path], stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        wait_until(lambda: self._alive() and _http_ok(f"{self.url}/v2/"), timeout=30, what="registry /v2/")
+        return self
+
+    def _alive(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"docker-registry exited with {self.proc.returncode}; see {self.data_dir}/registry.log")
+        return True
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> RegistryProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -367,17 +367,9 @@ class Cluster:
         return (self._info(name) or {}).get("statename") == "RUNNING"
 
     def _seed(self, ident: Identity) -> None:
-        try:
-            images = importlib.import_module("minik8s.images")
-        except ModuleNotFoundError as exc:
-            if exc.name not in ("minik8s.images",):
-                raise
-            self.out("note: minik8s.images is not there yet: the registry is not seeded")
-            return
-        seed = getattr(images, "seed", None)
-        if seed is None:
-            self.out("note: minik8s.images has no seed(): the registry is not seeded")
-            return
+        """Push the cluster's own images (built once into the shared cache) into its registry."""
+        from minik8s.images.base import seed  # imported here: only `up` needs the image tools
+
         self.out(f"seeding the cluster images into {ident.registry_url}")
         seed(ident.registry_url)
 
