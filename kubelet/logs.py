@@ -150,8 +150,11 @@ async def follow_log(
 
     async def wait() -> bool:
         """Sleep one poll interval; True when asked to stop."""
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that arrives
+        # just as the inner wait finishes, and a follow must end when its reader goes away.
         try:
-            await asyncio.wait_for(stop.wait(), poll_interval)
+            async with asyncio.timeout(poll_interval):
+                await stop.wait()
         except TimeoutError:
             return False
         return True
