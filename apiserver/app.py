@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from apiserver import discovery, tables
+from apiserver import discovery, proxy, tables
 from apiserver.allocators import ip_allocator, port_allocator
 from apiserver.config import Config
 from apiserver.objects import PROTECTED_NAMESPACES, Objects
@@ -202,14 +202,16 @@ class ApiServer:
         objects = self.objects
         dry_run = q.get("dryRun") == "All"
         validation = q.get("fieldValidation", "")
+        if sub in ("log", "exec") and rt.kind == "Pod" and name:
+            # Proxied to the pod's kubelet (apiserver/proxy.py).
+            if sub == "log":
+                if method != "GET":
+                    raise MethodNotAllowed(f"{method} is not supported on pods/log")
+                return await proxy.pod_log(objects, ns or "", name, q)
+            raw = await self._raw(request) if method == "POST" else b""
+            return await proxy.pod_exec(objects, ns or "", name, method, request.headers, q, raw)
         if sub in ("exec", "attach", "portforward", "proxy"):
             raise BadRequest("Upgrade request required")
-        if sub == "log":
-            pod = await objects.get(rt, ns, name)
-            node = (pod.get("spec") or {}).get("nodeName")
-            if not node:
-                raise BadRequest(f'pod "{name}" is not scheduled to a node yet, so it has no logs')
-            raise ServiceUnavailable(f'no kubelet serves logs for node "{node}" in this cluster yet')
         if sub == "binding":
             if method != "POST":
                 raise MethodNotAllowed(f"{method} is not supported on pods/binding")

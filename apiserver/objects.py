@@ -539,6 +539,13 @@ class Objects:
                 raise Conflict(f'pod {name} is already assigned to node "{spec["nodeName"]}"', kind="pods",
                                name=name)
             spec["nodeName"] = node
+            # As Kubernetes' binding does: the pod is now scheduled, whatever the scheduler said before.
+            status = cur.setdefault("status", {})
+            conditions = [c for c in _list(status.get("conditions"))
+                          if not (isinstance(c, dict) and c.get("type") == "PodScheduled")]
+            conditions.insert(0, {"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                                  "lastTransitionTime": rfc3339()})
+            status["conditions"] = conditions
             return cur
 
         try:

@@ -9,6 +9,8 @@
       describe KIND [NAME…]
       delete KIND NAME…|-f FILE [--grace-period N] [--wait/--no-wait]
       api-resources, version
+      image push FILE.tar [--name REPO:TAG] | ls | rm NAME   (the cluster registry; minictl/images.py)
+      logs POD [-c C] [-f] [--tail N] [-p];  exec POD [-c C] -- CMD ARGS…   (minictl/podcmds.py)
 
 Every failure ends in exactly one line on stderr per problem (kubectl's wording) and exit code 1;
 no traceback unless ``--debug`` (or ``MINIK8S_DEBUG=1``).
@@ -32,6 +34,9 @@ import httpx
 from minictl import jsonpath
 from minictl.apply import apply_object
 from minictl.describe import describe as describe_text
+from minictl.images import image as image_group
+from minictl.podcmds import exec_ as exec_command
+from minictl.podcmds import logs as logs_command
 from minictl.printers import (
     TablePrinter,
     aligned,
@@ -180,6 +185,11 @@ def cli(ctx: click.Context, server: str | None, namespace: str | None, request_t
     session.request_timeout = request_timeout
     session.debug = debug
     ctx.call_on_close(session.close)
+
+
+cli.add_command(image_group)
+cli.add_command(logs_command)
+cli.add_command(exec_command)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

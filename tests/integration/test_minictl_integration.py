@@ -70,7 +70,8 @@ def test_examples_apply_get_describe_delete(ctl, ns):
     assert wide.exit_code == 0, wide.output
     header = re.split(r"\s{3,}", wide.stdout.splitlines()[0])
     assert header[:5] == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] and "IP" in header and "NODE" in header
-    assert sorted(line.split()[0] for line in wide.stdout.splitlines()[1:]) == ["hello", "web-full"]
+    example_pods = sorted(name for label, name in names if label == "pod")
+    assert sorted(line.split()[0] for line in wide.stdout.splitlines()[1:]) == example_pods
 
     everything = ctl("get", "all", "-n", ns)
     assert everything.exit_code == 0, everything.output
