@@ -1,8 +1,8 @@
 """Helpers that start real processes for tests and benchmarks (never used by daemons).
 
 ``EtcdProcess`` runs the Debian ``etcd`` binary on free loopback ports with its own data folder;
-``ApiserverProcess`` runs ``minik8s-apiserver`` against one. Both stop what they start, and every
-wait has a deadline.
+``ApiserverProcess`` runs ``minik8s-apiserver`` against one; ``RegistryProcess`` runs Debian's
+``docker-registry``. Each stops what it starts, and every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -50,95 +51,32 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-class EtcdProcess:
-    """A real etcd on loopback with a private data dir. Use as a context manager."""
+class _Process:
+    """One child process with a log file: started by ``_spawn``, stopped with SIGTERM then SIGKILL.
 
-    def __init__(self, data_dir: str | None = None, *, client_port: int | None = None,
-                 peer_port: int | None = None) -> None:
-        self._own_dir = data_dir is None
-        self.data_dir = data_dir or tempfile.mkdtemp(prefix="mk8s-etcd-")
-        self.client_port = client_port or free_port()
-        self.peer_port = peer_port or free_port()
+    Subclasses set ``name`` and ``log_path`` and implement ``start``; used as a context manager.
+    """
+
+    name = "process"
+    log_path = ""
+
+    def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.endpoint}"
-
-    def start(self) -> EtcdProcess:
-        etcd = shutil.which("etcd") or "/usr/bin/etcd"
-        log = open(os.path.join(self.data_dir, "etcd.log"), "ab")  # noqa: SIM115 - lives with the process
-        self.proc = subprocess.Popen(
-            [etcd, "--name", "test", "--data-dir", os.path.join(self.data_dir, "data"),
-             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-             "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-             "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-             "--initial-cluster", f"test=http://127.0.0.1:{self.peer_port}",
-             "--log-level", "error", "--logger", "zap"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until(lambda: self._alive() and _http_ok(f"{self.url}/health"), timeout=30, what="etcd health")
-        return self
-
-    def _alive(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"etcd exited with {self.proc.returncode}; see {self.data_dir}/etcd.log")
-        return True
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
-
-    def close(self) -> None:
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> EtcdProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class ApiserverProcess:
-    """``minik8s-apiserver`` on a free loopback port against ``etcd_endpoint``."""
-
-    def __init__(self, etcd_endpoint: str, *, port: int | None = None, extra_args: list[str] | None = None,
-                 env: dict[str, str] | None = None, log_path: str | None = None) -> None:
-        self.etcd_endpoint = etcd_endpoint
-        self.port = port or free_port()
-        self.extra_args = list(extra_args or [])
-        self.env = env or {}
-        self.log_path = log_path or os.path.join(tempfile.gettempdir(), f"mk8s-apiserver-{self.port}.log")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> ApiserverProcess:
+    def _spawn(self, argv: list[str], *, ready_url: str, env: dict[str, str] | None = None,
+               cwd: str | None = None) -> None:
+        """Start ``argv`` in its own session, logging to ``log_path``; wait until ``ready_url`` answers 200."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - lives with the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "apiserver.main", "--etcd-endpoints", self.etcd_endpoint,
-             "--bind-address", "127.0.0.1", "--port", str(self.port), *self.extra_args],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            env={**os.environ, **self.env}, cwd=str(Path(__file__).resolve().parent.parent))
-        wait_until(lambda: self._alive() and _http_ok(f"{self.url}/readyz"), timeout=30, what="apiserver /readyz")
-        return self
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env=env, cwd=cwd)
+        wait_until(lambda: self._alive() and _http_ok(ready_url), timeout=30, what=f"{self.name} at {ready_url}")
+
+    def start(self) -> _Process:
+        raise NotImplementedError
 
     def _alive(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"apiserver exited with {self.proc.returncode}; see {self.log_path}")
+            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}; see {self.log_path}")
         return True
 
     def kill(self) -> None:
@@ -157,26 +95,97 @@ class ApiserverProcess:
                 self.proc.wait(timeout=10)
         self.proc = None
 
-    def __enter__(self) -> ApiserverProcess:
+    def close(self) -> None:
+        self.stop()
+
+    def __enter__(self) -> Any:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EtcdProcess(_Process):
+    """A real etcd on loopback with a private data dir. Use as a context manager."""
+
+    name = "etcd"
+
+    def __init__(self, data_dir: str | None = None, *, client_port: int | None = None,
+                 peer_port: int | None = None) -> None:
+        super().__init__()
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="mk8s-etcd-")
+        self.log_path = os.path.join(self.data_dir, "etcd.log")
+        self.client_port = client_port or free_port()
+        self.peer_port = peer_port or free_port()
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.endpoint}"
+
+    def start(self) -> EtcdProcess:
+        etcd = shutil.which("etcd") or "/usr/bin/etcd"
+        self._spawn(
+            [etcd, "--name", "test", "--data-dir", os.path.join(self.data_dir, "data"),
+             "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+             "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+             "--initial-cluster", f"test=http://127.0.0.1:{self.peer_port}",
+             "--log-level", "error", "--logger", "zap"], ready_url=f"{self.url}/health")
+        return self
+
+    def close(self) -> None:
         self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-class RegistryProcess:
+class ApiserverProcess(_Process):
+    """``minik8s-apiserver`` on a free loopback port against ``etcd_endpoint``."""
+
+    name = "apiserver"
+
+    def __init__(self, etcd_endpoint: str, *, port: int | None = None, extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None, log_path: str | None = None) -> None:
+        super().__init__()
+        self.etcd_endpoint = etcd_endpoint
+        self.port = port or free_port()
+        self.extra_args = list(extra_args or [])
+        self.env = env or {}
+        self.log_path = log_path or os.path.join(tempfile.gettempdir(), f"mk8s-apiserver-{self.port}.log")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ApiserverProcess:
+        self._spawn([sys.executable, "-m", "apiserver.main", "--etcd-endpoints", self.etcd_endpoint,
+                     "--bind-address", "127.0.0.1", "--port", str(self.port), *self.extra_args],
+                    ready_url=f"{self.url}/readyz", env={**os.environ, **self.env},
+                    cwd=str(Path(__file__).resolve().parent.parent))
+        return self
+
+
+class RegistryProcess(_Process):
     """Debian's ``docker-registry`` (distribution v2) on a free loopback port with its own storage.
 
     Deletes are enabled; never port 5000. Use as a context manager; ``.url`` is ``http://127.0.0.1:PORT``.
     """
 
+    name = "docker-registry"
+
     def __init__(self, data_dir: str | None = None, *, port: int | None = None) -> None:
+        super().__init__()
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="mk8s-registry-")
         self.port = port or free_port()
         if self.port == 5000:
             raise ValueError("the test registry never uses port 5000")
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = os.path.join(self.data_dir, "registry.log")
 
     @property
     def url(self) -> str:
@@ -196,34 +205,10 @@ class RegistryProcess:
                     f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
                     "  cache:\n    blobdescriptor: inmemory\n"
                     f"http:\n  addr: 127.0.0.1:{self.port}\n")
-        log = open(os.path.join(self.data_dir, "registry.log"), "ab")  # noqa: SIM115 - lives with the process
-        self.proc = subprocess.Popen([binary, "serve", self.config_path], stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        wait_until(lambda: self._alive() and _http_ok(f"{self.url}/v2/"), timeout=30, what="registry /v2/")
+        self._spawn([binary, "serve", self.config_path], ready_url=f"{self.url}/v2/")
         return self
-
-    def _alive(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError(f"docker-registry exited with {self.proc.returncode}; see {self.data_dir}/registry.log")
-        return True
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.proc = None
 
     def close(self) -> None:
         self.stop()
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> RegistryProcess:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
