@@ -11,6 +11,8 @@ Every call has a deadline (``timeout``; calls that wait on purpose — stop, exe
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from typing import Any
 
 import grpc
@@ -26,11 +28,16 @@ from kubelet.runtime import (
     ContainerStats,
     ContainerStatus,
     ExecResult,
+    FsUsage,
+    ImageInfo,
     ImagePullError,
     NotFoundInRuntime,
+    RuntimeCondition,
     RuntimeFailure,
+    RuntimeInfo,
     SandboxConfig,
     SandboxStatus,
+    normalize_image,
 )
 
 CRI_API_VERSION = "v1"
@@ -194,6 +201,9 @@ class CriRuntime:
                 options=[
                     ("grpc.max_receive_message_length", _MAX_MESSAGE),
                     ("grpc.max_send_message_length", _MAX_MESSAGE),
+                    # containerd restarted: reconnect within seconds, not after gRPC's default 120 s cap.
+                    ("grpc.initial_reconnect_backoff_ms", 200),
+                    ("grpc.max_reconnect_backoff_ms", 2000),
                 ],
             )
             self._runtime = pb_grpc.RuntimeServiceStub(self._channel)
@@ -373,3 +383,49 @@ class CriRuntime:
             memory_working_set_bytes=s.memory.working_set_bytes.value,
             timestamp=s.cpu.timestamp or s.memory.timestamp,
         )
+
+    # -- node health and garbage collection ------------------------------------------------------
+
+    async def runtime_status(self) -> RuntimeInfo:
+        r = await self._call("runtime", "Status", pb.StatusRequest(verbose=True))
+        conditions = tuple(RuntimeCondition(type=c.type, status=c.status, reason=c.reason,
+                                            message=one_line(c.message) if c.message else "")
+                           for c in r.status.conditions)
+        netns_dir = sandbox_image = ""
+        try:
+            config = json.loads(r.info.get("config") or "{}")
+        except ValueError:
+            config = {}
+        if isinstance(config, dict):
+            # containerd 1.6+: netns_mounts_under_state_dir puts them in <CRI state dir>/netns, a folder the
+            # cluster owns; the default /var/run/netns is shared with the host, so it is never named here.
+            if config.get("netnsMountsUnderStateDir") and config.get("stateDir"):
+                netns_dir = os.path.join(str(config["stateDir"]), "netns")
+            if config.get("sandboxImage"):
+                sandbox_image = normalize_image(str(config["sandboxImage"]))
+        return RuntimeInfo(conditions=conditions, netns_dir=netns_dir, sandbox_image=sandbox_image)
+
+    async def list_images(self) -> list[ImageInfo]:
+        r = await self._call("images", "ListImages", pb.ListImagesRequest())
+        return [ImageInfo(id=i.id, repo_tags=tuple(i.repo_tags), repo_digests=tuple(i.repo_digests), size=i.size,
+                          pinned=i.pinned) for i in r.images]
+
+    async def image_fs_info(self) -> list[FsUsage]:
+        r = await self._call("images", "ImageFsInfo", pb.ImageFsInfoRequest())
+        return [FsUsage(mountpoint=f.fs_id.mountpoint, used_bytes=f.used_bytes.value, inodes_used=f.inodes_used.value)
+                for f in r.image_filesystems]
+
+    async def reopen_container_log(self, container_id: str) -> None:
+        await self._call("runtime", "ReopenContainerLog", pb.ReopenContainerLogRequest(container_id=container_id))
+
+    async def sandbox_netns(self, sandbox_id: str) -> str:
+        r = await self._call("runtime", "PodSandboxStatus",
+                             pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox_id, verbose=True))
+        if r.status.state != pb.SANDBOX_READY:
+            return ""  # containerd closes (removes) the netns when it stops the sandbox
+        try:
+            info = json.loads(r.info.get("info") or "{}")
+            namespaces = info["runtimeSpec"]["linux"]["namespaces"]
+        except (ValueError, KeyError, TypeError):
+            return ""
+        return next((str(ns.get("path") or "") for ns in namespaces if ns.get("type") == "network"), "")

@@ -36,27 +36,19 @@ from kubelet.runtime import (
     ContainerStats,
     ContainerStatus,
     ExecResult,
+    FsUsage,
+    ImageInfo,
     ImagePullError,
     NotFoundInRuntime,
+    RuntimeCondition,
     RuntimeFailure,
+    RuntimeInfo,
     SandboxConfig,
     SandboxStatus,
+    normalize_image,
 )
 
-
-def normalize_image(image: str) -> str:
-    """containerd's (docker's) normalization: ``busybox`` → ``docker.io/library/busybox:latest``."""
-    name, _, digest = image.partition("@")
-    first, _, rest = name.partition("/")
-    if not rest:
-        name = f"docker.io/library/{name}"
-    elif "." not in first and ":" not in first and first != "localhost":
-        name = f"docker.io/{name}"
-    if digest:
-        return f"{name}@{digest}"
-    if ":" not in name.rsplit("/", 1)[-1]:
-        name += ":latest"
-    return name
+__all__ = ["FakeRuntime", "exit_reason", "normalize_image"]
 
 
 def _digest(text: str) -> str:
@@ -105,6 +97,11 @@ class FakeRuntime:
     - ``exec_handler``: (container id, command) → ``ExecResult``; default: ``echo`` echoes, else exit 0.
     - ``fail_next``: method name → exception raised by the next call of that method (once).
     - ``pod_cidr``: where sandbox IPs come from.
+    - ``image_sizes``: normalized name → bytes (``list_images``; default 1 MiB); ``pinned_images``: names
+      ``list_images`` marks pinned; ``sandbox_image``: what ``runtime_status`` names as the pause image.
+    - ``conditions``: what ``runtime_status`` reports (RuntimeReady and NetworkReady True by default);
+      ``netns_dir``: where sandboxes' network namespaces "are" (``sandbox_netns``; "" = none).
+    - ``imagefs``: the mount point ``image_fs_info`` reports.
     ``calls`` lists every call as ``(method, args)`` with the positional arguments as given.
     """
 
@@ -128,6 +125,13 @@ class FakeRuntime:
         self.sandboxes: dict[str, _Sandbox] = {}
         self.containers: dict[str, _Container] = {}
         self._ips_in_use: set[str] = set()
+        self.image_sizes: dict[str, int] = {}
+        self.pinned_images: set[str] = set()
+        self.sandbox_image = normalize_image("pause:3.9")
+        self.conditions: list[RuntimeCondition] = [RuntimeCondition("RuntimeReady", True),
+                                                   RuntimeCondition("NetworkReady", True)]
+        self.netns_dir = ""
+        self.imagefs = "/fake/imagefs"
 
     # -- helpers for tests -----------------------------------------------------------------------
 
@@ -360,6 +364,48 @@ class FakeRuntime:
         if c.stats is not None:
             return replace(c.stats, timestamp=_now())
         return ContainerStats(container_id, 0, 0, _now())
+
+
+    # -- node health and garbage collection ------------------------------------------------------
+
+    async def runtime_status(self) -> RuntimeInfo:
+        self._record("runtime_status")
+        return RuntimeInfo(conditions=tuple(self.conditions), netns_dir=self.netns_dir,
+                           sandbox_image=self.sandbox_image)
+
+    async def list_images(self) -> list[ImageInfo]:
+        self._record("list_images")
+        out = []
+        for name in sorted(self.images):
+            repo = name.rsplit(":", 1)[0] if "@" not in name else name.split("@", 1)[0]
+            out.append(ImageInfo(id=_digest(name), repo_tags=(name,), repo_digests=(f"{repo}@{_digest(name)}",),
+                                 size=self.image_sizes.get(name, 1024 * 1024),
+                                 pinned=name in self.pinned_images))
+        return out
+
+    async def image_fs_info(self) -> list[FsUsage]:
+        self._record("image_fs_info")
+        used = sum(self.image_sizes.get(name, 1024 * 1024) for name in self.images)
+        return [FsUsage(mountpoint=self.imagefs, used_bytes=used, inodes_used=len(self.images))]
+
+    async def reopen_container_log(self, container_id: str) -> None:
+        """Like containerd: only for a running container; creates the (empty) file at its log path."""
+        self._record("reopen_container_log", container_id)
+        c = self._container(container_id)
+        if c.state != "RUNNING":
+            raise RuntimeFailure(f"ReopenContainerLog: container {container_id} is not running")
+        path = self._status(c).log_path
+        if path:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "ab"):
+                pass
+
+    async def sandbox_netns(self, sandbox_id: str) -> str:
+        self._record("sandbox_netns", sandbox_id)
+        s = self._sandbox(sandbox_id)
+        if not self.netns_dir or s.config.host_network or s.state != "READY":
+            return ""
+        return os.path.join(self.netns_dir, f"cni-{s.id[:12]}")
 
 
 _counter = 0

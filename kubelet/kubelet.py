@@ -33,7 +33,9 @@ from typing import Any
 
 from kubelet import cgroups
 from kubelet import runtime as rt
-from kubelet.node_status import NodeStatusManager, parse_reserved
+from kubelet.gc import GCPolicy, NodeGC
+from kubelet.logrotate import LogRotator
+from kubelet.node_status import MachineObserver, NodeStatusManager, PressureMonitor, parse_eviction, parse_reserved
 from kubelet.pod_worker import FORCE_KILL_GRACE, Metrics, PodSyncer, PodWorkers, SyncSettings
 from kubelet.status import EventRecorder, StatusManager
 from kubelet.volumes import VolumeManager
@@ -63,6 +65,21 @@ class KubeletConfig:
     node_labels: tuple[tuple[str, str], ...] = ()
     max_pods: int = 110
     node_status_update_frequency: float = 10.0
+    # Node health and garbage collection (kubelet/node_status.py, gc.py, logrotate.py): Kubernetes' defaults.
+    eviction_hard: str = ("memory.available<100Mi,nodefs.available<10%,nodefs.inodesFree<5%,"
+                          "imagefs.available<15%,imagefs.inodesFree<5%")
+    eviction_pressure_transition_period: float = 300.0
+    container_log_max_size: int = 10 * 1024 * 1024
+    container_log_max_files: int = 5
+    container_log_monitor_interval: float = 10.0
+    container_gc_period: float = 60.0
+    max_per_pod_container: int = 1
+    max_containers: int = -1
+    min_container_age: float = 0.0
+    image_gc_period: float = 300.0
+    image_gc_high_threshold: int = 85
+    image_gc_low_threshold: int = 80
+    min_image_age: float = 120.0
     # Kubernetes resyncs every 1m; we use 10s because our runtime relist and this resync are the
     # only way a missed event is noticed, and a 10s pass over a handful of pods costs nothing.
     sync_frequency: float = 10.0
@@ -72,13 +89,16 @@ class KubeletConfig:
     crash_backoff_base: float = 10.0
     crash_backoff_max: float = 300.0
     runtime_request_timeout: float = 10.0
+    # Readiness probing right after a container starts, until its first success (Kubernetes: periodSeconds).
+    readiness_fast_interval: float = 0.05
     log_level: str = "info"
 
     def settings(self) -> SyncSettings:
         return SyncSettings(node_name=self.node_name, cgroup_root=self.cgroup_root,
                             crash_backoff_base=self.crash_backoff_base, crash_backoff_max=self.crash_backoff_max,
                             image_pull_backoff_base=self.image_pull_backoff,
-                            image_pull_backoff_max=self.image_pull_backoff_max)
+                            image_pull_backoff_max=self.image_pull_backoff_max,
+                            readiness_fast_interval=self.readiness_fast_interval)
 
 
 def _uid(obj: dict[str, Any]) -> str:
@@ -103,7 +123,15 @@ class Kubelet:
             client=client, runtime=runtime, node_name=config.node_name, pod_cidr=config.pod_cidr,
             kubelet_port=config.port, reserved=parse_reserved(config.system_reserved),
             labels=dict(config.node_labels), max_pods=config.max_pods,
-            update_frequency=config.node_status_update_frequency)
+            update_frequency=config.node_status_update_frequency,
+            pressure=PressureMonitor(
+                MachineObserver(config.root_dir, runtime), parse_eviction(config.eviction_hard),
+                config.eviction_pressure_transition_period,
+                on_disk_pressure=lambda: self._spawn(self.gc.collect_images_logged(), "gc-images")))
+        self.gc = NodeGC(runtime, GCPolicy.from_config(config), cgroup_root=config.cgroup_root,
+                         root_dir=config.root_dir, api_pods=self.pods, busy_uids=lambda: self.workers.uids())
+        self.log_rotator = LogRotator(runtime, config.container_log_max_size, config.container_log_max_files,
+                                      config.container_log_monitor_interval)
         self.syncer = PodSyncer(client=client, runtime=runtime, volumes=self.volumes, statuses=self.statuses,
                                 recorder=self.recorder, settings=config.settings(), host_ip=self.node.internal_ip,
                                 clock=clock, metrics=self.metrics, remove_cgroups=remove_cgroups)
@@ -119,6 +147,7 @@ class Kubelet:
         self._stop = asyncio.Event()
         self._server: Any = None
         self.started = asyncio.Event()
+        self.syncer.probes.on_change = self._queue.put_nowait  # a probe result changed: sync that pod
 
     # -- lookups ---------------------------------------------------------------------------------
 
@@ -156,6 +185,10 @@ class Kubelet:
                          if c.labels.get(rt.LABEL_CONTAINER_NAME, c.name) == container]
         runs.sort(key=lambda c: (c.attempt, c.created_at), reverse=True)
         index = 1 if previous else 0
+        policy = str((pod.get("spec") or {}).get("restartPolicy") or "Always")
+        if previous and runs and runs[0].state == "EXITED" and (
+                policy == "Always" or (policy == "OnFailure" and runs[0].exit_code != 0)):
+            index = 0  # waiting to restart (CrashLoopBackOff): its lastState is the newest run, as in Kubernetes
         if len(runs) <= index:
             what = "previous terminated" if previous else "running or terminated"
             raise LookupError(f'{what} container "{container}" in pod "{pod_name}" not found')
@@ -274,6 +307,8 @@ class Kubelet:
         self._spawn(self.informer.run(), "informer")
         self._spawn(self.recorder.run(), "events")
         self._spawn(self.node.run(), "node-status")
+        self._spawn(self.gc.run(), "gc")
+        self._spawn(self.log_rotator.run(), "log-rotation")
         await self.informer.wait_synced()
         while True:
             try:
@@ -325,6 +360,8 @@ class Kubelet:
             log.warning("tasks still stopping: %s", sorted(t.get_name() for t in pending))
         self._tasks.clear()
         await self.workers.stop()
+        self.syncer.oom.close()  # its eventfd readers belong to this loop
+        await self.syncer.probes.stop()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2.0):
                 await self.recorder.flush()

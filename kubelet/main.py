@@ -14,12 +14,14 @@ import os
 import re
 import signal
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import click
 
 from kubelet.kubelet import Kubelet, KubeletConfig
-from kubelet.node_status import parse_reserved
+from kubelet.node_status import parse_eviction, parse_reserved
+from minik8s.api.quantity import parse_quantity
 from minik8s.client.rest import AsyncApiClient
 
 DEFAULTS = KubeletConfig(node_name="node")
@@ -67,6 +69,63 @@ def parse_labels(text: str) -> tuple[tuple[str, str], ...]:
 DURATION = Duration()
 
 
+def _checked(parse: Callable[[str], Any]) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """A click callback: ``parse(value)``, a ``ValueError`` becoming a usage error."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        try:
+            return parse(str(value))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+
+    return callback
+
+
+def _bytes(text: str) -> int:
+    amount = parse_quantity(text)
+    if amount <= 0:
+        raise ValueError(f"{text!r}: must be positive")
+    return int(amount)
+
+
+def _eviction(text: str) -> str:
+    parse_eviction(text)
+    return text
+
+
+# Node health and garbage collection (kubelet/node_status.py, gc.py, logrotate.py), Kubernetes' defaults.
+_NODE_HEALTH_OPTIONS = [
+    click.option("--eviction-hard", default=DEFAULTS.eviction_hard, callback=_checked(_eviction),
+                 help="Pressure thresholds: MemoryPressure, DiskPressure, PIDPressure (no pod is evicted)."),
+    click.option("--eviction-pressure-transition-period", "eviction_pressure_transition_period", default="5m",
+                 type=DURATION, help="How long a pressure condition stays after its threshold was last crossed."),
+    click.option("--container-log-max-size", default="10Mi", callback=_checked(_bytes),
+                 help="A container's log file is rotated once it is bigger."),
+    click.option("--container-log-max-files", default=DEFAULTS.container_log_max_files, type=click.IntRange(2),
+                 help="Log files kept per container, the current one included."),
+    click.option("--container-log-monitor-interval", default="10s", type=DURATION),
+    click.option("--container-gc-period", default="1m", type=DURATION,
+                 help="Dead containers and sandboxes, orphaned cgroups, netns and log files."),
+    click.option("--maximum-dead-containers-per-container", "max_per_pod_container",
+                 default=DEFAULTS.max_per_pod_container, type=int),
+    click.option("--maximum-dead-containers", "max_containers", default=DEFAULTS.max_containers, type=int),
+    click.option("--minimum-container-ttl-duration", "min_container_age", default="0s", type=DURATION),
+    click.option("--image-gc-period", default="5m", type=DURATION),
+    click.option("--image-gc-high-threshold", default=DEFAULTS.image_gc_high_threshold, type=click.IntRange(0, 100),
+                 help="Percent of the image file system in use that starts image GC."),
+    click.option("--image-gc-low-threshold", default=DEFAULTS.image_gc_low_threshold, type=click.IntRange(0, 100),
+                 help="Percent in use that image GC frees down to."),
+    click.option("--minimum-image-ttl-duration", "min_image_age", default="2m", type=DURATION,
+                 help="An unused image younger than this is never garbage collected."),
+]
+
+
+def node_health_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_NODE_HEALTH_OPTIONS):
+        f = option(f)
+    return f
+
+
 @click.command(context_settings={"auto_envvar_prefix": "MINIK8S_KUBELET", "show_default": True})
 @click.option("--apiserver", default=DEFAULTS.apiserver, help="The apiserver's URL.")
 @click.option("--node-name", default=None, help="This node's name [default: the host name].")
@@ -80,6 +139,7 @@ DURATION = Duration()
 @click.option("--node-labels", default="", help="Extra node labels, k=v,k2=v2.")
 @click.option("--max-pods", default=DEFAULTS.max_pods, type=int)
 @click.option("--node-status-update-frequency", default="10s", type=DURATION)
+@node_health_options
 @click.option("--sync-frequency", default="10s", type=DURATION,
               help="Resync of every pod (Kubernetes: 1m; see KubeletConfig for why 10s).")
 @click.option("--runtime-relist-period", default="1s", type=DURATION, help="How often the runtime is listed.")
@@ -88,12 +148,14 @@ DURATION = Duration()
 @click.option("--crash-backoff-base", default="10s", type=DURATION, help="First crash-loop back-off.")
 @click.option("--crash-backoff-max", default="300s", type=DURATION)
 @click.option("--runtime-request-timeout", default="10s", type=DURATION, help="Deadline of one CRI call.")
+@click.option("--readiness-fast-interval", default="50ms", type=DURATION,
+              help="Readiness probing right after a container starts, until its first success.")
 @click.option("--log-level", default=DEFAULTS.log_level, type=click.Choice(["debug", "info", "warning", "error"]))
 def main(apiserver: str, node_name: str | None, cri_socket: str, root_dir: str, pod_cidr: str, cgroup_root: str,
          port: int, system_reserved: str, node_labels: str, max_pods: int, node_status_update_frequency: float,
          sync_frequency: float, runtime_relist_period: float, image_pull_backoff: float,
          image_pull_backoff_max: float, crash_backoff_base: float, crash_backoff_max: float,
-         runtime_request_timeout: float, log_level: str) -> None:
+         runtime_request_timeout: float, readiness_fast_interval: float, log_level: str, **node_health: Any) -> None:
     """Run pods bound to this node on containerd through the CRI."""
     try:
         parse_reserved(system_reserved)
@@ -110,7 +172,10 @@ def main(apiserver: str, node_name: str | None, cri_socket: str, root_dir: str, 
         node_status_update_frequency=node_status_update_frequency, sync_frequency=sync_frequency,
         runtime_relist_period=runtime_relist_period, image_pull_backoff=image_pull_backoff,
         image_pull_backoff_max=image_pull_backoff_max, crash_backoff_base=crash_backoff_base,
-        crash_backoff_max=crash_backoff_max, runtime_request_timeout=runtime_request_timeout, log_level=log_level)
+        crash_backoff_max=crash_backoff_max, runtime_request_timeout=runtime_request_timeout,
+        readiness_fast_interval=readiness_fast_interval, log_level=log_level, **node_health)
+    if config.image_gc_low_threshold > config.image_gc_high_threshold:
+        raise click.BadParameter("must not be above --image-gc-high-threshold", param_hint="--image-gc-low-threshold")
     logging.basicConfig(level=log_level.upper(),
                         format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
     if log_level != "debug":

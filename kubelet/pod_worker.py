@@ -31,8 +31,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from kubelet import cgroups
+from kubelet import cgroups, lifecycle
 from kubelet import runtime as rt
+from kubelet.prober import DEFAULT_FAST_INTERVAL, ProbeManager
 from kubelet.status import ContainerView, EventRecorder, StatusManager, compute_pod_status
 from kubelet.volumes import VolumeError, VolumeManager
 from minik8s.api import registry
@@ -54,6 +55,8 @@ MIN_CPU_SHARES = 2
 # period: its owner asked not to wait, but the processes still get a SIGTERM first (Kubernetes' floor).
 FORCE_KILL_GRACE = 2
 DEFAULT_GRACE = 30
+# How containerd words a StartContainer cut short because its caller (a kubelet being killed) went away.
+INTERRUPTED_START = ("context canceled", "signal: killed")
 
 
 # --- metrics -------------------------------------------------------------------------------------
@@ -242,6 +245,8 @@ class SyncSettings:
     image_pull_backoff_max: float = 300.0
     # How many exited containers of each name are kept (for ``logs --previous`` and lastState).
     keep_exited_per_container: int = 1
+    # Readiness is probed this often right after a container starts, until its first success.
+    readiness_fast_interval: float = DEFAULT_FAST_INTERVAL
 
 
 class PodSyncer:
@@ -272,6 +277,10 @@ class PodSyncer:
         self._first_seen: dict[str, float] = {}
         self._started: set[str] = set()
         self._pull_errors: dict[str, str] = {}  # back-off key → why the last pull failed
+        self.oom = lifecycle.OomWatcher()  # OOM kills per container, from its memory cgroup
+        self._oom_reported: set[str] = set()  # container ids whose OOM kill has its event
+        # Liveness/readiness/startup probe workers and their results; the kubelet sets ``probes.on_change``.
+        self.probes = ProbeManager(runtime=runtime, recorder=recorder, fast_interval=settings.readiness_fast_interval)
 
     # -- configs ---------------------------------------------------------------------------------
 
@@ -373,9 +382,11 @@ class PodSyncer:
                  for c in spec_containers}
         requeue: list[float] = []
 
-        sandboxes = await self._sandboxes(uid)
+        sandboxes = await self._prune_sandboxes(uid, await self._sandboxes(uid))
         current = sandboxes[0] if sandboxes else None
         by_name = await self._containers(uid, sandboxes)
+        self._observe_ooms(pod, by_name)
+        await self._drop_interrupted_starts(uid, by_name)
         for name, view in views.items():
             history = by_name.get(name, [])
             view.current = history[0] if history else None
@@ -407,6 +418,7 @@ class PodSyncer:
                 await self._write_status(pod, None, list(views.values()))
                 return None
         sandbox_config = self.sandbox_config(pod, current.attempt)
+        await self._kill_unhealthy(pod, views, current)
 
         for container in spec_containers:
             view = views[str(container["name"])]
@@ -421,6 +433,74 @@ class PodSyncer:
             self._started.add(uid)
             self.metrics.pod_start.observe(max(0.0, self.clock() - self._first_seen[uid]))
         return min(requeue) if requeue else None
+
+    async def _prune_sandboxes(self, uid: str, sandboxes: list[rt.SandboxStatus]) -> list[rt.SandboxStatus]:
+        """Keep the newest ready sandbox of the pod (first in the list); remove any other ready one.
+
+        A second ready sandbox only exists when a kubelet died while RunPodSandbox was in flight and
+        its successor started another: the duplicate's containers and IP must not leak.
+        """
+        ready = [s for s in sandboxes if s.state == "READY"]
+        if len(ready) <= 1:
+            return sorted(sandboxes, key=lambda s: s.state != "READY") if ready else sandboxes
+        keep = ready[0]
+        for extra in ready[1:]:
+            log.warning("pod %s: removing duplicate sandbox %s (keeping %s)", uid, extra.id, keep.id)
+            containers = await self.runtime.list_containers(extra.id)
+            for c in containers:
+                if c.state in ("RUNNING", "CREATED", "UNKNOWN"):
+                    await self.runtime.stop_container(c.id, 0)
+            await self.runtime.stop_sandbox(extra.id)
+            for c in containers:
+                await self.runtime.remove_container(c.id)
+            await self.runtime.remove_sandbox(extra.id)
+        self._sandbox_ids[uid] = keep.id
+        return [keep] + [s for s in sandboxes if s.state != "READY"]
+
+    def _observe_ooms(self, pod: dict[str, Any], by_name: dict[str, list[rt.ContainerStatus]]) -> None:
+        """Watch running containers' memory cgroups; report exited ones the OOM killer ended (an event each)."""
+        uid = str(pod["metadata"]["uid"])
+        for name, history in by_name.items():
+            for i, c in enumerate(history):
+                if c.state == "RUNNING":
+                    self.oom.watch(c.id, cgroups.container_cgroup_path(self.cgroup_parent(uid), c.id))
+                    continue
+                history[i] = c = lifecycle.classify_exit(c, self.oom.ooms(c.id))
+                if c.state != "EXITED" or c.reason != lifecycle.OOM_REASON or c.id in self._oom_reported:
+                    continue
+                self._oom_reported.add(c.id)
+                counted = self.oom.ooms(c.id)
+                limit = self._memory_limit(pod, name)
+                self.recorder.event(
+                    pod, "Warning", "OOMKilling",
+                    f"Memory cgroup out of memory: container {name} was killed (exit code {c.exit_code}"
+                    f"{f', memory limit {limit}' if limit else ''}"
+                    f"{f', the cgroup counted {counted} OOM kill(s)' if counted else ''})", container=name)
+
+    async def _drop_interrupted_starts(self, uid: str, by_name: dict[str, list[rt.ContainerStatus]]) -> None:
+        """Remove the newest run of a container if it never started and failed before this kubelet began.
+
+        A kubelet killed during StartContainer takes the start down with it (containerd runs the shim
+        under the request's context: "failed to start shim: signal: killed", "context canceled").
+        That is not the container's failure (a kubelet's own calls are never cancelled, they time
+        out): such a run is removed and created again with the same attempt number, so the pod's
+        restartCount and crash back-off stay truthful.
+        """
+        for history in by_name.values():
+            c = history[0] if history else None
+            if (c is not None and c.state == "EXITED" and not c.started_at and c.reason == "StartError"
+                    and any(m in c.message for m in INTERRUPTED_START)):
+                log.info("pod %s: removing container %s, whose start the previous kubelet's exit interrupted: %s",
+                         uid, c.id, c.message)
+                await self.runtime.remove_container(c.id)
+                del history[0]
+
+    @staticmethod
+    def _memory_limit(pod: dict[str, Any], name: str) -> str:
+        for c in (pod.get("spec") or {}).get("containers") or []:
+            if c.get("name") == name:
+                return str(((c.get("resources") or {}).get("limits") or {}).get("memory") or "")
+        return ""
 
     async def _new_sandbox(self, pod: dict[str, Any], old: rt.SandboxStatus | None,
                            by_name: dict[str, list[rt.ContainerStatus]],
@@ -525,6 +605,7 @@ class PodSyncer:
             self.recorder.event(pod, "Warning", "Failed", f"Error: {exc}", container=name)
         else:
             self.recorder.event(pod, "Normal", "Started", f"Started container {name}", container=name)
+            self.oom.watch(cid, cgroups.container_cgroup_path(self.cgroup_parent(str(pod["metadata"]["uid"])), cid))
         view.current = await self._refresh_id(cid, view.current)
 
     async def _refresh_id(self, cid: str, fallback: rt.ContainerStatus | None) -> rt.ContainerStatus | None:
@@ -605,8 +686,37 @@ class PodSyncer:
                 if c.state == "EXITED":
                     await self.runtime.remove_container(c.id)
 
+    async def _kill_unhealthy(self, pod: dict[str, Any], views: dict[str, ContainerView],
+                              sandbox: rt.SandboxStatus) -> None:
+        """Kill running containers whose liveness or startup probe failed; the container loop then restarts
+        them per restartPolicy (with the crash back-off), as Kubernetes' computePodActions does."""
+        uid = str(pod["metadata"]["uid"])
+        spec = pod.get("spec") or {}
+        specs = {str(c.get("name")): c for c in spec.get("containers") or []}
+        for view in views.values():
+            cur = view.current
+            if cur is None or cur.state != "RUNNING" or cur.sandbox_id != sandbox.id:
+                continue
+            probe = self.probes.failed(uid, view.name, cur.id)
+            if probe is None:
+                continue
+            restart = str(spec.get("restartPolicy") or "Always") != "Never"
+            self.recorder.event(pod, "Normal", "Killing", f"Container {view.name} failed {probe.kind} probe"
+                                f"{', will be restarted' if restart else ''}", container=view.name)
+            grace = probe.termination_grace if probe.termination_grace is not None else termination_grace(pod)
+            pod_ip = self.host_ip if spec.get("hostNetwork") else sandbox.ip
+            await self._kill_container(pod, cur, specs, pod_ip, grace)
+            self.probes.remove_container(uid, view.name)  # after the kill: a failed kill is tried again
+            view.current = await self._refresh(cur)
+
     async def _write_status(self, pod: dict[str, Any], sandbox: rt.SandboxStatus | None,
                             views: list[ContainerView]) -> dict[str, Any]:
+        # Probe workers follow the containers that run now; their results give ready / started.
+        running = {v.name: v.current for v in views if v.current is not None and v.waiting is None}
+        pod_ip = self.host_ip if (pod.get("spec") or {}).get("hostNetwork") else (sandbox.ip if sandbox else "")
+        for name, (started, ready) in self.probes.sync(pod, running, pod_ip).items():
+            view = next(v for v in views if v.name == name)
+            view.started, view.ready = started, ready
         status = compute_pod_status(pod, sandbox=sandbox, views=views, host_ip=self.host_ip)
         await self.statuses.set_status(pod, status)
         return status
@@ -621,6 +731,7 @@ class PodSyncer:
         Idempotent: a second call finds nothing to stop and a NotFound on delete. Errors propagate
         (the worker retries).
         """
+        self.probes.remove_pod(uid)  # no probing (nor Unhealthy events) of containers being stopped
         sandboxes = [s for s in await self.runtime.list_sandboxes() if s.pod_uid == uid]
         containers: list[rt.ContainerStatus] = []
         for s in sandboxes:
@@ -631,8 +742,16 @@ class PodSyncer:
                 if c.state == "RUNNING":
                     name = c.labels.get(rt.LABEL_CONTAINER_NAME, c.name)
                     self.recorder.event(pod, "Normal", "Killing", f"Stopping container {name}", container=name)
-        # Containers stop in parallel: each gets the whole grace period, as in Kubernetes.
-        await asyncio.gather(*(self.runtime.stop_container(c.id, max(0, grace)) for c in live))
+        # Containers stop in parallel, each with the whole grace period (as in Kubernetes): its preStop
+        # hook first (bounded by the grace period and counted in it), then SIGTERM, then SIGKILL.
+        specs = {str(c.get("name")): c for c in ((pod or {}).get("spec") or {}).get("containers") or []}
+        pod_ip = next((s.ip for s in sandboxes if s.state == "READY" and s.ip), "")
+        if (pod or {}).get("spec", {}).get("hostNetwork"):
+            pod_ip = self.host_ip
+        await asyncio.gather(*(self._kill_container(pod, c, specs, pod_ip, grace) for c in live))
+        for c in containers:
+            self.oom.forget(c.id)
+            self._oom_reported.discard(c.id)
         for s in sandboxes:
             await self.runtime.stop_sandbox(s.id)
         for c in containers:
@@ -656,10 +775,29 @@ class PodSyncer:
             except (NotFound, Conflict):
                 pass  # gone already, or the name belongs to a new pod now
 
+    async def _kill_container(self, pod: dict[str, Any] | None, c: rt.ContainerStatus,
+                              specs: dict[str, dict[str, Any]], pod_ip: str, grace: int) -> None:
+        """preStop (if the spec has one and the container runs), then StopContainer with the grace left."""
+        name = c.labels.get(rt.LABEL_CONTAINER_NAME, c.name)
+        spec = specs.get(name)
+        timeout = max(0, grace)
+        if pod is not None and spec is not None and c.state == "RUNNING" and grace > 0 and lifecycle.pre_stop(spec):
+            started = self.clock()
+            failure = await lifecycle.run_pre_stop(self.runtime, spec, c.id, pod_ip, grace)
+            took = max(0.0, self.clock() - started)
+            if failure:
+                self.recorder.event(pod, "Warning", "FailedPreStopHook", f"PreStopHook failed: {failure}",
+                                    container=name)
+            timeout = lifecycle.remaining_grace(grace, took)
+            log.info("pod %s: preStop hook of %s took %.2fs; %ds left before SIGKILL", c.labels.get(
+                rt.LABEL_POD_UID, ""), name, took, timeout)
+        await self.runtime.stop_container(c.id, timeout)
+
     def forget(self, uid: str) -> None:
         self._sandbox_ids.pop(uid, None)
         self._first_seen.pop(uid, None)
         self._started.discard(uid)
+        self.probes.remove_pod(uid)
         self.statuses.forget(uid)
         self.crash_backoff.forget_prefix(f"{uid}/")
         self.pull_backoff.forget_prefix(f"{uid}/")

@@ -132,6 +132,61 @@ class ExecResult:
 
 
 @dataclass(frozen=True)
+class ImageInfo:
+    """One image the runtime holds (CRI ``Image``)."""
+
+    id: str  # sha256:…, what ``pull_image`` returns
+    repo_tags: tuple[str, ...] = ()  # normalized names, e.g. docker.io/library/busybox:latest
+    repo_digests: tuple[str, ...] = ()  # repo@sha256:… (a container status's image_ref)
+    size: int = 0  # bytes
+    pinned: bool = False  # the runtime asks that it never be garbage collected (e.g. the sandbox image)
+
+
+@dataclass(frozen=True)
+class FsUsage:
+    """The file system that holds the runtime's images (CRI ``FilesystemUsage``)."""
+
+    mountpoint: str
+    used_bytes: int = 0  # by images; containerd computes it lazily (0 at first)
+    inodes_used: int = 0
+
+
+@dataclass(frozen=True)
+class RuntimeCondition:
+    type: str  # "RuntimeReady" | "NetworkReady" | others (informative)
+    status: bool
+    reason: str = ""
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """The runtime's own view of its health (CRI ``Status``), plus what the kubelet's GC needs to know."""
+
+    conditions: tuple[RuntimeCondition, ...] = ()
+    netns_dir: str = ""  # where pod network namespaces are mounted when the runtime owns that folder, else ""
+    sandbox_image: str = ""  # normalized name of the pause image (never garbage collected)
+
+    def condition(self, ctype: str) -> RuntimeCondition | None:
+        return next((c for c in self.conditions if c.type == ctype), None)
+
+
+def normalize_image(image: str) -> str:
+    """containerd's (docker's) normalization: ``busybox`` → ``docker.io/library/busybox:latest``."""
+    name, _, digest = image.partition("@")
+    first, _, rest = name.partition("/")
+    if not rest:
+        name = f"docker.io/library/{name}"
+    elif "." not in first and ":" not in first and first != "localhost":
+        name = f"docker.io/{name}"
+    if digest:
+        return f"{name}@{digest}"
+    if ":" not in name.rsplit("/", 1)[-1]:
+        name += ":latest"
+    return name
+
+
+@dataclass(frozen=True)
 class ContainerStats:
     container_id: str
     cpu_usage_core_nanoseconds: int
@@ -189,3 +244,26 @@ class Runtime(Protocol):
     async def exec_sync(self, container_id: str, command: list[str], timeout: int) -> ExecResult: ...
 
     async def container_stats(self, container_id: str) -> ContainerStats: ...
+
+    # -- node health and garbage collection (kubelet/node_status.py, gc.py, logrotate.py) ----------
+
+    async def runtime_status(self) -> RuntimeInfo:
+        """The runtime's conditions (``RuntimeReady``, ``NetworkReady``) and folders it owns."""
+        ...
+
+    async def list_images(self) -> list[ImageInfo]:
+        """Every image the runtime holds."""
+        ...
+
+    async def image_fs_info(self) -> list[FsUsage]:
+        """The file system(s) holding images (the kubelet measures free space on ``mountpoint``)."""
+        ...
+
+    async def reopen_container_log(self, container_id: str) -> None:
+        """Make the runtime write a running container's log to a new file at its ``log_path`` (after the
+        kubelet renamed the old one). Raises ``RuntimeFailure`` when the container is not running."""
+        ...
+
+    async def sandbox_netns(self, sandbox_id: str) -> str:
+        """The path of a sandbox's network namespace mount ("" for host network, or once it is closed)."""
+        ...

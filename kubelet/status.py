@@ -58,7 +58,8 @@ class ContainerView:
 
     ``current`` is the newest runtime container of that name, ``previous`` the one before it (for
     ``lastState``); ``waiting`` a (reason, message) the worker decided on (``ErrImagePull``,
-    ``CrashLoopBackOff``, …) that overrides what the runtime says.
+    ``CrashLoopBackOff``, …) that overrides what the runtime says. ``started`` / ``ready`` are the
+    probes' verdicts on a running ``current`` (None: no probe says otherwise, i.e. True).
     """
 
     name: str
@@ -67,6 +68,8 @@ class ContainerView:
     previous: rt.ContainerStatus | None = None
     waiting: tuple[str, str] | None = None
     restart_count: int = 0
+    started: bool | None = None  # False while a startup probe has not succeeded
+    ready: bool | None = None  # False until a readiness probe succeeded (and never before started)
 
 
 def terminated_state(c: rt.ContainerStatus) -> dict[str, Any]:
@@ -92,7 +95,8 @@ def container_status(view: ContainerView) -> dict[str, Any]:
     last = prev
     if cur is not None and cur.state == "RUNNING" and view.waiting is None:
         out["state"] = {"running": {"startedAt": ns_time(cur.started_at)}}
-        out["ready"] = out["started"] = True  # readiness probes (issue 4) will refine "ready"
+        out["started"] = view.started is not False
+        out["ready"] = out["started"] and view.ready is not False
     elif cur is not None and cur.state == "EXITED" and view.waiting is None:
         out["state"] = {"terminated": terminated_state(cur)}
     elif cur is not None and cur.state == "UNKNOWN" and view.waiting is None:

@@ -104,6 +104,16 @@ class RuntimeServiceStub:
                 request_serializer=kubelet_dot_cri_dot_api__pb2.ContainerStatsRequest.SerializeToString,
                 response_deserializer=kubelet_dot_cri_dot_api__pb2.ContainerStatsResponse.FromString,
                 _registered_method=True)
+        self.ReopenContainerLog = channel.unary_unary(
+                '/runtime.v1.RuntimeService/ReopenContainerLog',
+                request_serializer=kubelet_dot_cri_dot_api__pb2.ReopenContainerLogRequest.SerializeToString,
+                response_deserializer=kubelet_dot_cri_dot_api__pb2.ReopenContainerLogResponse.FromString,
+                _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/runtime.v1.RuntimeService/Status',
+                request_serializer=kubelet_dot_cri_dot_api__pb2.StatusRequest.SerializeToString,
+                response_deserializer=kubelet_dot_cri_dot_api__pb2.StatusResponse.FromString,
+                _registered_method=True)
 
 
 class RuntimeServiceServicer:
@@ -193,6 +203,18 @@ class RuntimeServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReopenContainerLog(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Status(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RuntimeServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -265,6 +287,16 @@ def add_RuntimeServiceServicer_to_server(servicer, server):
                     servicer.ContainerStats,
                     request_deserializer=kubelet_dot_cri_dot_api__pb2.ContainerStatsRequest.FromString,
                     response_serializer=kubelet_dot_cri_dot_api__pb2.ContainerStatsResponse.SerializeToString,
+            ),
+            'ReopenContainerLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReopenContainerLog,
+                    request_deserializer=kubelet_dot_cri_dot_api__pb2.ReopenContainerLogRequest.FromString,
+                    response_serializer=kubelet_dot_cri_dot_api__pb2.ReopenContainerLogResponse.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=kubelet_dot_cri_dot_api__pb2.StatusRequest.FromString,
+                    response_serializer=kubelet_dot_cri_dot_api__pb2.StatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -655,6 +687,60 @@ class RuntimeService:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def ReopenContainerLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/ReopenContainerLog',
+            kubelet_dot_cri_dot_api__pb2.ReopenContainerLogRequest.SerializeToString,
+            kubelet_dot_cri_dot_api__pb2.ReopenContainerLogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.RuntimeService/Status',
+            kubelet_dot_cri_dot_api__pb2.StatusRequest.SerializeToString,
+            kubelet_dot_cri_dot_api__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class ImageServiceStub:
     """Missing associated documentation comment in .proto file."""
@@ -680,6 +766,16 @@ class ImageServiceStub:
                 request_serializer=kubelet_dot_cri_dot_api__pb2.RemoveImageRequest.SerializeToString,
                 response_deserializer=kubelet_dot_cri_dot_api__pb2.RemoveImageResponse.FromString,
                 _registered_method=True)
+        self.ListImages = channel.unary_unary(
+                '/runtime.v1.ImageService/ListImages',
+                request_serializer=kubelet_dot_cri_dot_api__pb2.ListImagesRequest.SerializeToString,
+                response_deserializer=kubelet_dot_cri_dot_api__pb2.ListImagesResponse.FromString,
+                _registered_method=True)
+        self.ImageFsInfo = channel.unary_unary(
+                '/runtime.v1.ImageService/ImageFsInfo',
+                request_serializer=kubelet_dot_cri_dot_api__pb2.ImageFsInfoRequest.SerializeToString,
+                response_deserializer=kubelet_dot_cri_dot_api__pb2.ImageFsInfoResponse.FromString,
+                _registered_method=True)
 
 
 class ImageServiceServicer:
@@ -703,6 +799,18 @@ class ImageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListImages(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImageFsInfo(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -720,6 +828,16 @@ def add_ImageServiceServicer_to_server(servicer, server):
                     servicer.RemoveImage,
                     request_deserializer=kubelet_dot_cri_dot_api__pb2.RemoveImageRequest.FromString,
                     response_serializer=kubelet_dot_cri_dot_api__pb2.RemoveImageResponse.SerializeToString,
+            ),
+            'ListImages': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListImages,
+                    request_deserializer=kubelet_dot_cri_dot_api__pb2.ListImagesRequest.FromString,
+                    response_serializer=kubelet_dot_cri_dot_api__pb2.ListImagesResponse.SerializeToString,
+            ),
+            'ImageFsInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImageFsInfo,
+                    request_deserializer=kubelet_dot_cri_dot_api__pb2.ImageFsInfoRequest.FromString,
+                    response_serializer=kubelet_dot_cri_dot_api__pb2.ImageFsInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -803,6 +921,60 @@ class ImageService:
             '/runtime.v1.ImageService/RemoveImage',
             kubelet_dot_cri_dot_api__pb2.RemoveImageRequest.SerializeToString,
             kubelet_dot_cri_dot_api__pb2.RemoveImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.ImageService/ListImages',
+            kubelet_dot_cri_dot_api__pb2.ListImagesRequest.SerializeToString,
+            kubelet_dot_cri_dot_api__pb2.ListImagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImageFsInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/runtime.v1.ImageService/ImageFsInfo',
+            kubelet_dot_cri_dot_api__pb2.ImageFsInfoRequest.SerializeToString,
+            kubelet_dot_cri_dot_api__pb2.ImageFsInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,7 +39,8 @@ NODE_NAME = "e2e-node"
 # Short timers so failures and back-offs show within seconds (each is a kubelet flag with Kubernetes' default).
 KUBELET_ARGS = ("--node-status-update-frequency 1s --sync-frequency 2s --runtime-relist-period 0.5s "
                 "--image-pull-backoff 1s --image-pull-backoff-max 4s --crash-backoff-base 1s "
-                "--crash-backoff-max 5s")
+                "--crash-backoff-max 5s --container-log-max-size 64Ki --container-log-max-files 2 "
+                "--container-log-monitor-interval 200ms --container-gc-period 1s")
 CLUSTER_IMAGES = ("library/pause", "library/busybox", "library/python")
 
 

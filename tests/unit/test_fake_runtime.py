@@ -248,4 +248,6 @@ def test_cri_proto_subset_keeps_the_public_field_numbers() -> None:
         "ImageStatus",
         "PullImage",
         "RemoveImage",
+        "ListImages",
+        "ImageFsInfo",
     ]
