@@ -66,7 +66,7 @@ async def running(api: AsyncApiClient) -> AsyncIterator[Scheduler]:
         await asyncio.wait_for(task, 10)
 
 
-async def eventually(fn: Any, *, timeout: float = 15.0, what: str = "condition") -> Any:
+async def eventually(fn: Any, *, timeout: float = 30.0, what: str = "condition") -> Any:
     """Poll the coroutine function ``fn`` until it returns something truthy (deadline: ``timeout``)."""
     deadline = time.monotonic() + timeout
     while True:
