@@ -460,7 +460,8 @@ class Objects:
                                kind=rt.plural, name=name, group=rt.group)
             if dry_run:
                 return cur
-            graceful = self._graceful_state(rt, cur, grace)
+            graceful = _with_propagation_finalizer(rt, cur, self._graceful_state(rt, cur, grace),
+                                                   _propagation_policy(options))
             try:
                 if graceful is None:
                     return await self._remove(rt, namespace, cur)
@@ -761,3 +762,42 @@ def _unavailable(e: StorageError) -> ApiError:
         # etcd refuses values over its request limit (1.5 MiB by default), below our body limit.
         return RequestEntityTooLarge(f"the object is too large to store: {text}")
     return ApiError(f"Internal error occurred: {e}")
+
+
+# Finalizers the apiserver adds on DELETE so the garbage collector finishes the deletion (Kubernetes names).
+FOREGROUND_FINALIZER = "foregroundDeletion"
+ORPHAN_FINALIZER = "orphan"
+
+
+def _propagation_policy(options: dict[str, Any]) -> str:
+    """Foreground, Orphan or Background (the default, as kubectl's); legacy ``orphanDependents`` too."""
+    policy = options.get("propagationPolicy")
+    if isinstance(policy, str) and policy:
+        return policy
+    if options.get("orphanDependents") is True:
+        return "Orphan"
+    return "Background"
+
+
+def _with_propagation_finalizer(rt: ResourceType, cur: dict[str, Any], graceful: dict[str, Any] | None,
+                                policy: str) -> dict[str, Any] | None:
+    """``graceful`` plus the finalizer of a Foreground / Orphan deletion (and ``deletionTimestamp``):
+    the object then stays until the garbage collector has dealt with its dependents and removed it.
+    Namespaces keep their own deletion (the reaper)."""
+    if policy not in ("Foreground", "Orphan") or rt.kind == "Namespace":
+        return graceful
+    wanted, other = ((FOREGROUND_FINALIZER, ORPHAN_FINALIZER) if policy == "Foreground"
+                     else (ORPHAN_FINALIZER, FOREGROUND_FINALIZER))
+    base = graceful if graceful is not None else cur
+    finalizers = [f for f in _meta(base).get("finalizers") or [] if f != other]
+    if wanted not in finalizers:
+        finalizers.append(wanted)
+    if finalizers == list(_meta(base).get("finalizers") or []) and _meta(base).get("deletionTimestamp"):
+        return base
+    new = copy.deepcopy(base)
+    meta = _meta(new)
+    meta["finalizers"] = finalizers
+    if not meta.get("deletionTimestamp"):
+        meta["deletionTimestamp"] = rfc3339()
+        meta["deletionGracePeriodSeconds"] = 0
+    return new

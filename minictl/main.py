@@ -11,6 +11,7 @@
       api-resources, version
       image push FILE.tar [--name REPO:TAG] | ls | rm NAME   (the cluster registry; minictl/images.py)
       logs POD [-c C] [-f] [--tail N] [-p];  exec POD [-c C] -- CMD ARGS…   (minictl/podcmds.py)
+      rollout status|history|undo|pause|resume deployment/NAME; scale KIND/NAME --replicas=N (minictl/rollout.py)
 
 Every failure ends in exactly one line on stderr per problem (kubectl's wording) and exit code 1;
 no traceback unless ``--debug`` (or ``MINIK8S_DEBUG=1``).
@@ -47,6 +48,8 @@ from minictl.printers import (
     to_json,
     to_yaml,
 )
+from minictl.rollout import rollout as rollout_group
+from minictl.rollout import scale as scale_command
 from minik8s.api import registry
 from minik8s.api.registry import ResourceType
 from minik8s.client.config import ClientConfig, ConfigError, load_config
@@ -190,6 +193,8 @@ def cli(ctx: click.Context, server: str | None, namespace: str | None, request_t
 cli.add_command(image_group)
 cli.add_command(logs_command)
 cli.add_command(exec_command)
+cli.add_command(rollout_group)
+cli.add_command(scale_command)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

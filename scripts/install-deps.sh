@@ -19,7 +19,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 #   images         docker-registry (the cluster registry) catatonit (pause) busybox-static debootstrap
 #   tools          python3-venv curl procps
 APT_PACKAGES="etcd-server etcd-client python3-venv curl procps iproute2 kmod mount \
-containerd runc containernetworking-plugins iptables catatonit busybox-static debootstrap docker-registry"
+containerd runc containernetworking-plugins iptables catatonit busybox-static debootstrap docker-registry wrk"
 # Packages whose Debian service would listen on a system default (etcd 2379, registry 5000, the system
 # containerd socket): if installing them started one anyway, it is stopped again (see below).
 SERVICE_BINARIES="etcd containerd docker-registry"

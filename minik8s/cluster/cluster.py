@@ -117,6 +117,9 @@ class Cluster:
             python=sys.executable,
             kubelet=None if "kubelet" in without else console_script("minik8s-kubelet", "kubelet.main"),
             scheduler=None if "scheduler" in without else console_script("minik8s-scheduler", "scheduler.main"),
+            controller_manager=None if "controller-manager" in without else console_script(
+                "minik8s-controller-manager", "controllers.main"),
+            kubeproxy=None if "kubeproxy" in without else console_script("minik8s-kubeproxy", "kubeproxy.main"),
             repo=str(REPO),
         )
 
@@ -127,6 +130,8 @@ class Cluster:
             apiserver_args=tuple(shlex.split(self.environ.get("MINIK8S_APISERVER_ARGS") or "")),
             kubelet_args=tuple(shlex.split(self.environ.get("MINIK8S_KUBELET_ARGS") or "")),
             scheduler_args=tuple(shlex.split(self.environ.get("MINIK8S_SCHEDULER_ARGS") or "")),
+            controller_manager_args=tuple(shlex.split(self.environ.get("MINIK8S_CONTROLLER_MANAGER_ARGS") or "")),
+            kubeproxy_args=tuple(shlex.split(self.environ.get("MINIK8S_KUBEPROXY_ARGS") or "")),
             node_name=self.environ.get("MINIK8S_NODE_NAME") or configs.node_name(),
             etcd_unsupported_arch="arm64" if platform.machine() == "aarch64" else None,
         )
@@ -387,7 +392,7 @@ class Cluster:
         """Stop everything and remove what the daemons left on the host; return what could not be removed."""
         ident = self.known_identity()
         if self.supervisor.answering():
-            for name in ("kubelet", "scheduler"):
+            for name in ("kubelet", "controller-manager", "scheduler"):
                 if self._info(name) is not None:
                     self.supervisor.stop(name)
             if self.checks(ident)["containerd"]():

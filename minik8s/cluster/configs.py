@@ -185,6 +185,8 @@ class Binaries:
     python: str = "python3"
     kubelet: str | None = None  # the console script, when the kubelet exists
     scheduler: str | None = None
+    controller_manager: str | None = None
+    kubeproxy: str | None = None
     repo: str | None = None  # working directory of python -m programs
 
 
@@ -195,6 +197,8 @@ class SupervisorOptions:
     apiserver_args: tuple[str, ...] = ()
     kubelet_args: tuple[str, ...] = ()
     scheduler_args: tuple[str, ...] = ()
+    controller_manager_args: tuple[str, ...] = ()
+    kubeproxy_args: tuple[str, ...] = ()
     node_name: str = "minik8s-node"
     etcd_unsupported_arch: str | None = None  # Debian's etcd 3.4 wants ETCD_UNSUPPORTED_ARCH=arm64
 
@@ -218,12 +222,22 @@ def programs(layout: Layout, ident: Identity, bins: Binaries, opts: SupervisorOp
     if bins.scheduler:
         out.append(Program("scheduler", [bins.scheduler, "--apiserver", ident.api_url, *opts.scheduler_args],
                            priority=30, directory=bins.repo))
+    if bins.controller_manager:
+        out.append(Program("controller-manager", [bins.controller_manager, "--apiserver", ident.api_url,
+                                                  *opts.controller_manager_args], priority=30, directory=bins.repo))
     if bins.kubelet:
         out.append(Program("kubelet", [bins.kubelet, "--apiserver", ident.api_url, "--node-name", opts.node_name,
                                        "--cri-socket", str(layout.containerd_socket),
                                        "--root-dir", str(layout.kubelet), "--pod-cidr", ident.pod_cidr,
                                        "--cgroup-root", ident.cgroup_root, "--port", str(ident.kubelet_port),
                                        *opts.kubelet_args],
+                           priority=30, directory=bins.repo))
+    if bins.kubeproxy:
+        # metrics off: the cluster has no port of its own for them yet (MINIK8S_KUBEPROXY_ARGS can set one).
+        out.append(Program("kubeproxy", [bins.kubeproxy, "--apiserver", ident.api_url,
+                                         "--chain-prefix", ident.chain_prefix, "--cluster-cidr", ident.pod_cidr,
+                                         "--bridge", ident.bridge, "--node-ip", ident.gateway,
+                                         "--metrics-port", "0", *opts.kubeproxy_args],
                            priority=30, directory=bins.repo))
     return out
 

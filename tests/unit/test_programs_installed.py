@@ -36,6 +36,8 @@ PROGRAMS = {
     "mount": "mount", "umount": "mount",
     # images (minik8s/images) and the pause process
     "debootstrap": "debootstrap", "catatonit": "catatonit", "busybox": "busybox-static",
+    # benchmarks/bench_kubeproxy.py: the same HTTP load tool for both arms
+    "wrk": "wrk",
 }
 CNI_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
 

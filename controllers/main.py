@@ -1,0 +1,89 @@
+"""``minik8s-controller-manager``: flags and ``MINIK8S_CONTROLLER_MANAGER_*`` env vars → ManagerConfig →
+every enabled controller.
+
+The first SIGTERM/SIGINT stops gently (syncs in flight finish or are cancelled; everything is level-
+triggered, so the next controller-manager converges whatever was left), a second one exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+import click
+
+from controllers.manager import CONTROLLERS, ControllerManager, ManagerConfig
+from minik8s.client.config import ConfigError, load_config
+from minik8s.client.rest import AsyncApiClient
+
+DEFAULTS = ManagerConfig()
+log = logging.getLogger("minik8s.controllers")
+
+
+@click.command(context_settings={"auto_envvar_prefix": "MINIK8S_CONTROLLER_MANAGER", "show_default": True})
+@click.option("--apiserver", default=None,
+              help="The apiserver URL (default: MINIK8S_SERVER, then $MINIK8S_HOME/config).")
+@click.option("--controllers", "selection", default=",".join(DEFAULTS.controllers),
+              help=f"Controllers to run: '*' for all, 'name' to enable, '-name' to disable "
+                   f"(known: {', '.join(CONTROLLERS)}).")
+@click.option("--min-resync-period", default=DEFAULTS.min_resync_period, type=float,
+              help="Seconds between full re-deliveries of every informer's cache (Kubernetes: 12h).")
+@click.option("--concurrent-endpoint-syncs", default=DEFAULTS.concurrent_endpoint_syncs, type=click.IntRange(1),
+              help="Endpoints workers.")
+@click.option("--concurrent-replicaset-syncs", default=DEFAULTS.concurrent_replicaset_syncs,
+              type=click.IntRange(1), help="ReplicaSet workers.")
+@click.option("--concurrent-deployment-syncs", default=DEFAULTS.concurrent_deployment_syncs,
+              type=click.IntRange(1), help="Deployment workers.")
+@click.option("--concurrent-gc-syncs", default=DEFAULTS.concurrent_gc_syncs, type=click.IntRange(1),
+              help="Garbage collector workers.")
+@click.option("--bind-address", default=DEFAULTS.host, help="Address of /healthz and /metrics (keep it loopback).")
+@click.option("--port", default=DEFAULTS.port, type=click.IntRange(0, 65535),
+              help="Port of /healthz and /metrics; 0 turns the server off.")
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+def main(apiserver: str | None, selection: str, min_resync_period: float, concurrent_endpoint_syncs: int,
+         concurrent_replicaset_syncs: int, concurrent_deployment_syncs: int, concurrent_gc_syncs: int,
+         bind_address: str, port: int, log_level: str) -> None:
+    """Run the cluster's controllers: Endpoints, ReplicaSet, Deployment, garbage collector."""
+    logging.basicConfig(level=log_level.upper(),
+                        format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
+    try:
+        server = load_config(server=apiserver).server
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    names = tuple(s.strip() for s in selection.split(",") if s.strip())
+    unknown = [n for n in names if n.lstrip("-") not in CONTROLLERS and n != "*"]
+    if unknown:
+        raise click.UsageError(f"unknown controllers: {', '.join(unknown)}")
+    config = ManagerConfig(controllers=names, min_resync_period=min_resync_period,
+                           concurrent_endpoint_syncs=concurrent_endpoint_syncs,
+                           concurrent_replicaset_syncs=concurrent_replicaset_syncs,
+                           concurrent_deployment_syncs=concurrent_deployment_syncs,
+                           concurrent_gc_syncs=concurrent_gc_syncs, host=bind_address, port=port)
+    asyncio.run(_serve(server, config))
+
+
+async def _serve(server: str, config: ManagerConfig) -> None:
+    async with AsyncApiClient(server) as client:
+        manager = ControllerManager(client, config)
+        signals = 0
+
+        def on_signal() -> None:
+            nonlocal signals
+            signals += 1
+            if signals > 1:
+                log.warning("second signal: exiting now")
+                os._exit(1)
+            log.info("stopping (send the signal again to force)")
+            manager.stop()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        log.info("controller-manager starting against %s", server)
+        await manager.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""kubeproxy: Services + Endpoints → iptables NAT chains with the cluster's prefix (see README.md)."""
