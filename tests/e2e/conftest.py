@@ -265,7 +265,9 @@ def cluster_env(home: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MINIK8S_") and k != "KUBECONFIG"}
     env.update({"MINIK8S_HOME": home, "MINIK8S_STOP_GRACE": "5", "MINIK8S_START_TIMEOUT": "120",
                 "MINIK8S_START_RETRIES": "5", "MINIK8S_NODE_NAME": NODE_NAME, "MINIK8S_KUBELET_ARGS": KUBELET_ARGS,
-                "PYTHONPATH": str(REPO)})
+                "PYTHONPATH": str(REPO),
+                # No fixed metrics port (10252) for the controller-manager: clusters of parallel runs would collide.
+                "MINIK8S_CONTROLLER_MANAGER_ARGS": "--port 0"})
     env.update(extra)
     return env
 
