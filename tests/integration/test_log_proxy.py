@@ -266,7 +266,6 @@ def _kubectl(base: str, home: Path, *args: str) -> subprocess.CompletedProcess[s
                           timeout=60, check=False, stdin=subprocess.DEVNULL)
 
 
-@pytest.mark.skipif(not os.path.exists(KUBECTL), reason="kubectl is not installed")
 def test_kubectl_logs(setup: dict[str, str], tmp_path: Path) -> None:
     ns = setup["ns"]
     r = _kubectl(setup["base"], tmp_path, "logs", "-n", ns, "one")
