@@ -42,7 +42,7 @@ from controllers.base import (
 from minik8s.api import registry
 from minik8s.api.selectors import LabelSelector, selector_from_dict
 from minik8s.client.informer import Informer, object_key
-from minik8s.errors import ApiError, BadRequest, NotFound
+from minik8s.errors import ApiError, BadRequest, Conflict, NotFound
 from minik8s.timeutil import now, parse_rfc3339
 
 log = logging.getLogger("minik8s.controllers.replicaset")
@@ -340,4 +340,18 @@ class ReplicaSetController(Controller):
             return
         updated = copy.deepcopy(rs)
         updated["status"] = desired
-        await self.client.replace_status(updated)
+        try:
+            await self.client.replace_status(updated)
+        except Conflict:
+            # Our cached copy is older than the stored one (often our own previous status write that the
+            # informer has not delivered yet). As Kubernetes' updateReplicaSetStatus does, read the latest
+            # and retry once instead of waiting for the informer: the status is computed from pods, not
+            # from the old status, so writing it onto the newer object is safe.
+            latest = await self.client.get(REPLICASETS, str(_meta(rs).get("name")), _meta(rs).get("namespace"))
+            if _meta(latest).get("uid") != _meta(rs).get("uid"):
+                return
+            desired["observedGeneration"] = int(_meta(rs).get("generation") or 1)
+            if (latest.get("status") or {}) == desired:
+                return
+            latest["status"] = desired
+            await self.client.replace_status(latest)
