@@ -34,7 +34,7 @@ from apiserver.reaper import NamespaceReaper
 from apiserver.storage import KeyExists, StorageError, Store
 from apiserver.watch import stream
 from apiserver.watchcache import WatchCache
-from minik8s.api import apply_defaults, registry, samples, unknown_fields, unused_fields, validate
+from minik8s.api import apply_defaults, names, registry, samples, unknown_fields, unused_fields, validate
 from minik8s.errors import (
     ApiError,
     BadRequest,
@@ -210,6 +210,8 @@ class ApiServer:
                 return await proxy.pod_log(objects, ns or "", name, q)
             raw = await self._raw(request) if method == "POST" else b""
             return await proxy.pod_exec(objects, ns or "", name, method, request.headers, q, raw)
+        if sub == "code" and rt.kind == "Function" and name:
+            return await self._function_code(request, ns or "", name)
         if sub in ("exec", "attach", "portforward", "proxy"):
             raise BadRequest("Upgrade request required")
         if sub == "binding":
@@ -267,6 +269,24 @@ class ApiServer:
             obj = await objects.delete(rt, ns, name, options=options, dry_run=dry_run)
             return _json(obj, 200)
         raise MethodNotAllowed(f"{method} is not supported on {rt.plural}{'/' + sub if sub else ''}")
+
+    async def _function_code(self, request: Request, namespace: str, name: str) -> Response:
+        """``POST …/functions/{name}/code``: proxied to the serverless gateway (apiserver/proxy.py).
+
+        The Function need not exist yet (the upload comes before the create), but its namespace must
+        be open and its name valid, as for a create.
+        """
+        if request.method != "POST":
+            raise MethodNotAllowed(f"{request.method} is not supported on functions/code")
+        problems = names.dns1035_label(name)
+        if problems:
+            raise BadRequest(f'invalid function name "{name}": {"; ".join(problems)}')
+        assert self.objects is not None
+        await self.objects.check_namespace_open(namespace)
+        body = await self._raw(request, limit=self.config.max_code_upload_bytes)
+        return await proxy.function_code(self.config.serverless_url, namespace, name,
+                                         request.scope.get("query_string", b""), body,
+                                         request.headers.get("content-type"), timeout=self.config.serverless_timeout)
 
     async def _delete_collection(self, request: Request, target: Target) -> Response:
         rt = target.rt
@@ -354,8 +374,8 @@ class ApiServer:
 
     # --- request bodies ------------------------------------------------------------------------
 
-    async def _raw(self, request: Request) -> bytes:
-        limit = self.config.max_request_bytes
+    async def _raw(self, request: Request, *, limit: int | None = None) -> bytes:
+        limit = limit or self.config.max_request_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise RequestEntityTooLarge(f"the request body is larger than {limit} bytes")

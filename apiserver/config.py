@@ -23,4 +23,11 @@ class Config:
     bookmark_interval: float = 60.0
     # How often the namespace reaper looks for terminating namespaces to empty.
     namespace_sync_interval: float = 5.0
+    # The serverless gateway that receives function code uploads (functions/NAME/code); "" = none.
+    serverless_url: str = ""
+    # An upload may wait this long for the gateway (it checks and stores the code; a build may pip install).
+    serverless_timeout: float = 120.0
+    # The body limit of a code upload: twice the gateway's default --max-code-bytes (8 MiB), so the
+    # gateway, not the apiserver, gives the precise "too large" answer for sizes near its limit.
+    max_code_upload_bytes: int = 16 * 1024 * 1024
     log_level: str = "info"

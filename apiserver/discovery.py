@@ -59,6 +59,7 @@ _SUBRESOURCE: dict[str, tuple[str, list[str], str, str]] = {
     "scale": ("Scale", ["get", "patch", "update"], "autoscaling", "v1"),
     "binding": ("Binding", ["create"], "", ""),
     "log": ("Pod", ["get"], "", ""),
+    "code": ("FunctionCode", ["create"], "", ""),
 }
 
 

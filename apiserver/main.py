@@ -32,11 +32,19 @@ DEFAULTS = Config()
               help="Events kept in memory per resource for resuming watches.")
 @click.option("--bookmark-interval", default=DEFAULTS.bookmark_interval, type=float)
 @click.option("--namespace-sync-interval", default=DEFAULTS.namespace_sync_interval, type=float)
+@click.option("--serverless-url", default=DEFAULTS.serverless_url,
+              help="Base URL of the serverless gateway (minik8s-gateway) that function code uploads are proxied "
+                   "to; empty: uploads answer 503.")
+@click.option("--serverless-timeout", default=DEFAULTS.serverless_timeout, type=float,
+              help="Seconds a function code upload may wait for the serverless gateway.")
+@click.option("--max-code-upload-bytes", default=DEFAULTS.max_code_upload_bytes, type=int,
+              help="Largest body accepted on functions/NAME/code.")
 @click.option("--log-level", default=DEFAULTS.log_level,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def main(etcd_endpoints: str, bind_address: str, port: int, compaction_interval: float, event_ttl: int,
          service_cluster_ip_range: str, service_node_port_range: str, max_request_bytes: int,
-         watch_cache_window: int, bookmark_interval: float, namespace_sync_interval: float, log_level: str) -> None:
+         watch_cache_window: int, bookmark_interval: float, namespace_sync_interval: float, serverless_url: str,
+         serverless_timeout: float, max_code_upload_bytes: int, log_level: str) -> None:
     """Serve the minik8s API (Kubernetes REST shapes) with its state in etcd."""
     if bind_address not in ("127.0.0.1", "localhost", "::1"):
         raise click.BadParameter("the apiserver has no authentication yet, so it listens on loopback only",
@@ -46,7 +54,9 @@ def main(etcd_endpoints: str, bind_address: str, port: int, compaction_interval:
                     event_ttl=event_ttl, service_cluster_ip_range=service_cluster_ip_range,
                     service_node_port_range=service_node_port_range, max_request_bytes=max_request_bytes,
                     watch_cache_window=watch_cache_window, bookmark_interval=bookmark_interval,
-                    namespace_sync_interval=namespace_sync_interval, log_level=log_level)
+                    namespace_sync_interval=namespace_sync_interval, serverless_url=serverless_url.rstrip("/"),
+                    serverless_timeout=serverless_timeout, max_code_upload_bytes=max_code_upload_bytes,
+                    log_level=log_level)
     logging.basicConfig(level=log_level.upper(),
                         format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
     uvicorn.run(create_app(config), host=bind_address, port=port, log_level=log_level, access_log=False,

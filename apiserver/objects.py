@@ -272,6 +272,10 @@ class Objects:
         if causes:
             raise Invalid.of(rt.kind, str(_meta(obj).get("name") or ""), causes, group=rt.group)
 
+    async def check_namespace_open(self, namespace: str) -> None:
+        """``NotFound`` if ``namespace`` does not exist, ``Forbidden`` if it is being terminated."""
+        await self._check_namespace_open(namespace)
+
     async def _check_namespace_open(self, namespace: str) -> None:
         ns_rt = registry.by_kind("v1", "Namespace")
         assert ns_rt is not None

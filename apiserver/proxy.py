@@ -11,6 +11,12 @@
       └─ http://127.0.0.1:<port>/containerLogs/{ns}/{pod}/{container}   (text/plain, streamed back as it comes;
          http://127.0.0.1:<port>/exec/{ns}/{pod}/{container}             with follow, until the client leaves)
 
+And one proxy to the serverless gateway (docs/serverless.md, "Upload and builder")::
+
+    POST …/namespaces/{ns}/functions/{name}/code?filename=add.py&entryPoint=run    body: the .py / .zip bytes
+      └─ {--serverless-url}/-/code/{ns}/{name}?<the same query>   the answer (status, type, body) comes back as is;
+         no --serverless-url or no answer → 503 "serverless gateway is not available: …", too slow → 504
+
 The kubelet listens on loopback (docs/node.md), so the proxy always dials 127.0.0.1. Exec through an HTTP
 upgrade (kubectl exec's SPDY / WebSocket streams) is not served: such requests get 400 "Upgrade request
 required", as before; the JSON form is what ``minictl exec`` uses. A kubelet error comes back with its own
@@ -212,3 +218,38 @@ async def pod_exec(objects: ObjectReader, namespace: str, name: str, method: str
     if answer.status_code >= 400:
         raise _kubelet_error(answer.content, answer.status_code)
     return Response(answer.content, status_code=answer.status_code, media_type="application/json")
+
+
+GATEWAY_UNAVAILABLE = "serverless gateway is not available"
+# Headers of the gateway's answer worth passing on (hop-by-hop and length headers are Starlette's business).
+_CODE_ANSWER_HEADERS = ("content-type", "warning", "retry-after")
+
+
+async def function_code(serverless_url: str, namespace: str, name: str, query_string: bytes, body: bytes,
+                        content_type: str | None, *, timeout: float) -> Response:
+    """Answer ``POST …/functions/{name}/code``: forward body and query string unchanged to the gateway's
+    ``/-/code/{namespace}/{name}`` and return its status, content type and body verbatim.
+
+    Raises ``ServiceUnavailable`` when no gateway is configured or it cannot be reached, ``Timeout`` when
+    it does not answer within ``timeout`` seconds. The gateway's own errors (400 bad code, 413 too large)
+    are answers, passed on as they are.
+    """
+    if not serverless_url:
+        raise ServiceUnavailable(f"{GATEWAY_UNAVAILABLE}: the apiserver has no --serverless-url configured")
+    url = f"{serverless_url.rstrip('/')}/-/code/{namespace}/{name}"
+    if query_string:
+        url += "?" + query_string.decode("latin-1")
+    headers = {"Content-Type": content_type or "application/octet-stream"}
+    async with httpx.AsyncClient(timeout=httpx.Timeout(CONNECT_TIMEOUT, read=timeout, write=timeout)) as client:
+        try:
+            answer = await client.post(url, content=body, headers=headers)
+        except httpx.TimeoutException as exc:
+            if isinstance(exc, httpx.ConnectTimeout):
+                raise ServiceUnavailable(f"{GATEWAY_UNAVAILABLE}: connecting to {serverless_url} timed out") from exc
+            raise Timeout(f"the serverless gateway did not answer the code upload within {timeout:g}s") from exc
+        except httpx.HTTPError as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ServiceUnavailable(f"{GATEWAY_UNAVAILABLE}: {serverless_url}: {reason}") from exc
+    passed = {k: v for k, v in answer.headers.items() if k.lower() in _CODE_ANSWER_HEADERS}
+    media = passed.pop("content-type", None)
+    return Response(answer.content, status_code=answer.status_code, media_type=media, headers=passed)

@@ -232,12 +232,46 @@ def _ingress_row(ing: dict[str, Any]) -> Row:
             ",".join(hosts) or "*", ",".join(x for x in lbs if x), ports, _meta_age(ing)]
 
 
+def _condition(obj: Any, ctype: str) -> str:
+    for c in _list(_d(obj, "status", "conditions")):
+        if isinstance(c, dict) and c.get("type") == ctype:
+            return str(c.get("status", "Unknown"))
+    return "Unknown"
+
+
+def _short_digest(digest: Any) -> str:
+    """``sha256:1a2b…`` → ``1a2b3c4d5e6f`` (as ``docker images`` shortens ids)."""
+    if not isinstance(digest, str) or not digest:
+        return "<none>"
+    return digest.split(":", 1)[-1][:12]
+
+
 def _function_row(f: dict[str, Any]) -> Row:
     st = _d(f, "status", default={})
-    ready = f"{_d(st, 'readyReplicas', default=0)}/{_d(st, 'replicas', default=0)}"
-    return [_d(f, "metadata", "name", default=""), ready,
-            _d(st, "url", default="<none>"), _meta_age(f), _d(st, "image", default="<none>"),
-            _d(f, "spec", "runtime", default="")]
+    spec = _d(f, "spec", default={})
+    # READY is ready instances over the autoscaler's wish (its Deployment's count before the first decision).
+    wanted = _d(st, "desiredScale", default=_d(st, "replicas", default=0))
+    ready = f"{_d(st, 'readyReplicas', default=0)}/{wanted}"
+    scale = f"{_d(spec, 'minScale', default=0)}-{_d(spec, 'maxScale', default='?')}"
+    return [_d(f, "metadata", "name", default=""), ready, scale, _short_digest(_d(spec, "codeDigest")),
+            _d(st, "url", default="<none>"), _meta_age(f), _condition(f, "Built"), _d(st, "image", default="<none>"),
+            _d(spec, "runtime", default="")]
+
+
+def _millis(v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return "<none>"
+    return f"{v:.0f}ms" if v >= 10 else f"{v:.1f}ms"
+
+
+def _activation_row(a: dict[str, Any]) -> Row:
+    spec = _d(a, "spec", default={})
+    code = _d(spec, "statusCode")
+    return [_d(a, "metadata", "name", default=""), _d(spec, "function", default=""),
+            _d(spec, "status", default="<none>"), code if isinstance(code, int) and not isinstance(code, bool) else 0,
+            _millis(_d(spec, "durationMs")), _millis(_d(spec, "initMs")), _meta_age(a),
+            _d(spec, "start", default="<none>"), _d(spec, "pod", default="<none>"),
+            "true" if _d(spec, "async") is True else "false"]
 
 
 def _workflow_row(w: dict[str, Any]) -> Row:
@@ -273,8 +307,14 @@ PRINTERS: dict[str, tuple[list[Column], Callable[[dict[str, Any]], Row]]] = {
                                  ("Replicas", "integer", 0, ""), _AGE], _hpa_row),
     "Ingress": ([_NAME, ("Class", "string", 0, ""), ("Hosts", "string", 0, ""), ("Address", "string", 0, ""),
                  ("Ports", "string", 0, ""), _AGE], _ingress_row),
-    "Function": ([_NAME, ("Ready", "string", 0, ""), ("URL", "string", 0, ""), _AGE, ("Image", "string", 1, ""),
+    "Function": ([_NAME, ("Ready", "string", 0, "ready instances / desired scale"),
+                  ("Scale", "string", 0, "minScale-maxScale"), ("Code", "string", 0, "short code digest"),
+                  ("URL", "string", 0, ""), _AGE, ("Built", "string", 1, ""), ("Image", "string", 1, ""),
                   ("Runtime", "string", 1, "")], _function_row),
+    "Activation": ([_NAME, ("Function", "string", 0, ""), ("Status", "string", 0, ""),
+                    ("Code", "integer", 0, "HTTP status code"), ("Duration", "string", 0, ""),
+                    ("Init", "string", 0, "time held for a cold start"), _AGE, ("Start", "string", 1, ""),
+                    ("Pod", "string", 1, ""), ("Async", "string", 1, "")], _activation_row),
     "Workflow": ([_NAME, ("Start At", "string", 0, ""), ("States", "integer", 0, ""), _AGE], _workflow_row),
 }
 

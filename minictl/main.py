@@ -12,6 +12,7 @@
       image push FILE.tar [--name REPO:TAG] | ls | rm NAME   (the cluster registry; minictl/images.py)
       logs POD [-c C] [-f] [--tail N] [-p];  exec POD [-c C] -- CMD ARGS…   (minictl/podcmds.py)
       rollout status|history|undo|pause|resume deployment/NAME; scale KIND/NAME --replicas=N (minictl/rollout.py)
+      function create|update|delete|get|describe|invoke|activations|logs …   (serverless; minictl/functions.py)
 
 Every failure ends in exactly one line on stderr per problem (kubectl's wording) and exit code 1;
 no traceback unless ``--debug`` (or ``MINIK8S_DEBUG=1``).
@@ -35,6 +36,7 @@ import httpx
 from minictl import jsonpath
 from minictl.apply import apply_object
 from minictl.describe import describe as describe_text
+from minictl.functions import function as function_group
 from minictl.images import image as image_group
 from minictl.podcmds import exec_ as exec_command
 from minictl.podcmds import logs as logs_command
@@ -195,6 +197,7 @@ cli.add_command(logs_command)
 cli.add_command(exec_command)
 cli.add_command(rollout_group)
 cli.add_command(scale_command)
+cli.add_command(function_group)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -12,9 +12,14 @@ from typing import Any
 
 from minik8s.api.registry import ResourceType
 
-# Knative-like function scaling defaults: scale to zero after a minute idle, five-minute calls.
+# Function defaults (docs/serverless.md, "Objects"): Knative-like scaling, zero after a minute idle.
+FUNCTION_RUNTIME = "python"
+FUNCTION_ENTRY_POINT = "run"
+FUNCTION_MIN_SCALE = 0
+FUNCTION_MAX_SCALE = 10
+FUNCTION_TARGET_CONCURRENCY = 2
 FUNCTION_IDLE_TIMEOUT_SECONDS = 60
-FUNCTION_TIMEOUT_SECONDS = 300
+FUNCTION_TIMEOUT_SECONDS = 60
 
 _PROBE_DEFAULTS = {"timeoutSeconds": 1, "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3}
 
@@ -179,10 +184,14 @@ def _function(obj: dict[str, Any]) -> None:
     spec = _dict(obj, "spec", create=True)
     if spec is None:
         return
-    _set(spec, "runtime", "python")
-    _set(spec, "entryPoint", "run")
-    _set(spec, "minScale", 0)
-    _set(spec, "targetConcurrency", 1)
+    _set(spec, "runtime", FUNCTION_RUNTIME)
+    _set(spec, "entryPoint", FUNCTION_ENTRY_POINT)
+    _set(spec, "minScale", FUNCTION_MIN_SCALE)
+    min_scale = spec.get("minScale")
+    # A minScale above the default maximum raises the default instead of making the object invalid.
+    fits = isinstance(min_scale, int) and not isinstance(min_scale, bool) and min_scale > FUNCTION_MAX_SCALE
+    _set(spec, "maxScale", min_scale if fits else FUNCTION_MAX_SCALE)
+    _set(spec, "targetConcurrency", FUNCTION_TARGET_CONCURRENCY)
     _set(spec, "idleTimeout", FUNCTION_IDLE_TIMEOUT_SECONDS)
     _set(spec, "timeout", FUNCTION_TIMEOUT_SECONDS)
 

@@ -23,7 +23,7 @@ class ResourceType:
     namespaced: bool
     short_names: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
-    subresources: tuple[str, ...] = ()  # e.g. "status", "scale", "binding", "log"
+    subresources: tuple[str, ...] = ()  # e.g. "status", "scale", "binding", "log", "code"
     verbs: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
     @property
@@ -75,7 +75,10 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", True, ("hpa",),
                  ("all",), ("status",)),
     ResourceType("networking.k8s.io", "v1", "Ingress", "ingresses", True, ("ing",), (), ("status",)),
-    ResourceType(MINIK8S_GROUP, "v1", "Function", "functions", True, ("fn", "func"), ("all",), ("status",)),
+    # functions/code: POST the code (a .py or .zip); the apiserver proxies it to the serverless gateway.
+    ResourceType(MINIK8S_GROUP, "v1", "Function", "functions", True, ("fn", "func"), ("all",), ("status", "code")),
+    # One record per function call, written by the gateway; no status of its own (it is a finished fact).
+    ResourceType(MINIK8S_GROUP, "v1", "Activation", "activations", True, ("act",)),
     ResourceType(MINIK8S_GROUP, "v1", "Workflow", "workflows", True, ("wf",), (), ("status",)),
 )
 

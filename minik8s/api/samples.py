@@ -109,6 +109,13 @@ _SAMPLES: dict[str, dict[str, Any]] = {
                  "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
                  "minScale": 0, "maxScale": 5, "targetConcurrency": 2, "idleTimeout": 30, "timeout": 10},
     },
+    "Activation": {
+        "apiVersion": "minik8s.io/v1", "kind": "Activation",
+        "metadata": {"name": "0123456789abcdef0123456789abcdef", "labels": {"minik8s.io/function": "hello"}},
+        "spec": {"function": "hello", "start": "2026-01-02T03:04:05.123456Z", "durationMs": 12.5, "initMs": 0.0,
+                 "status": "success", "statusCode": 200, "result": "8", "truncated": False, "logs": "",
+                 "pod": "hello-7d9c5b-abcde", "async": False},
+    },
     "Workflow": {
         "apiVersion": "minik8s.io/v1", "kind": "Workflow", "metadata": {"name": "order"},
         "spec": {"startAt": "check",

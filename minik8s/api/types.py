@@ -693,10 +693,15 @@ class FunctionSpec(TypedDict, total=False):
 
 
 class FunctionStatus(TypedDict, total=False):
-    image: str
+    """Written by the function controller, except ``desiredScale`` and ``lastActiveTime`` (the autoscaler's)."""
+
+    codeDigest: str  # the code that ``image`` was built from
+    image: str  # HOST:PORT/minik8s-functions/NS/NAME@sha256:... (pinned by digest)
     replicas: int
     readyReplicas: int
-    conditions: list[Condition]
+    desiredScale: int
+    lastActiveTime: str | None  # RFC 3339
+    conditions: list[Condition]  # Built, Ready
     url: str
     observedGeneration: int
 
@@ -707,6 +712,29 @@ class Function(TypedDict, total=False):
     metadata: ObjectMeta
     spec: FunctionSpec
     status: FunctionStatus
+
+
+# One function call. ``async`` is a Python keyword, hence the functional TypedDict form.
+ActivationSpec = TypedDict("ActivationSpec", {
+    "function": str,  # the Function's name (same namespace)
+    "start": str,  # RFC 3339 with microseconds
+    "durationMs": float,  # gateway-measured
+    "initMs": float,  # time held waiting for a cold instance; 0 when warm
+    "status": str,  # success, error, bad-request, timeout, unavailable
+    "statusCode": int,
+    "result": str,  # the response body, at most ACTIVATION_RESULT_CHARS
+    "truncated": bool,
+    "logs": str,  # captured stdout+stderr, at most ACTIVATION_LOGS_CHARS
+    "pod": str,
+    "async": bool,
+}, total=False)
+
+
+class Activation(TypedDict, total=False):
+    apiVersion: str
+    kind: str
+    metadata: ObjectMeta
+    spec: ActivationSpec
 
 
 class WorkflowSpec(TypedDict, total=False):
@@ -740,5 +768,6 @@ KINDS: dict[str, type] = {
     "HorizontalPodAutoscaler": HorizontalPodAutoscaler,
     "Ingress": Ingress,
     "Function": Function,
+    "Activation": Activation,
     "Workflow": Workflow,
 }

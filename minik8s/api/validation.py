@@ -1074,6 +1074,26 @@ def _validate_ingress(e: _Errors, obj: dict[str, Any]) -> None:
             _ingress_backend(e, item.get("backend"), f"{pp}.backend")
 
 
+# Bounds of a Function (docs/serverless.md, "Objects").
+FUNCTION_RUNTIMES = ("python",)
+FUNCTION_MAX_SCALE_LIMIT = 1000
+FUNCTION_MAX_TIMEOUT_SECONDS = 900
+# An Activation's texts are cut by the gateway to these sizes (characters).
+ACTIVATION_RESULT_CHARS = 4096
+ACTIVATION_LOGS_CHARS = 16384
+ACTIVATION_STATUSES = ("bad-request", "error", "success", "timeout", "unavailable")
+
+
+def _positive_number(e: _Errors, value: Any, path: str, *, maximum: float | None = None) -> None:
+    n = e.as_number(value, path)
+    if n is None:
+        return
+    if n <= 0:
+        e.invalid(path, n, "must be greater than 0")
+    elif maximum is not None and n > maximum:
+        e.invalid(path, n, f"must be less than or equal to {maximum:g}")
+
+
 def _validate_function(e: _Errors, obj: dict[str, Any]) -> None:
     spec = e.as_obj(obj.get("spec"), "spec")
     if spec is None:
@@ -1081,7 +1101,7 @@ def _validate_function(e: _Errors, obj: dict[str, Any]) -> None:
             e.required("spec")
         return
     # An absent runtime means python (the default); only a named other runtime is refused.
-    e.enum(spec.get("runtime"), "spec.runtime", ("python",))
+    e.enum(spec.get("runtime"), "spec.runtime", FUNCTION_RUNTIMES)
     digest = e.as_str(spec.get("codeDigest"), "spec.codeDigest")
     if digest and not _DIGEST_RE.fullmatch(digest):
         e.invalid("spec.codeDigest", digest, "must be a digest of the form 'sha256:<64 lower-case hex digits>'")
@@ -1091,23 +1111,65 @@ def _validate_function(e: _Errors, obj: dict[str, Any]) -> None:
     _env(e, spec.get("env"), "spec.env")
     _resources(e, spec.get("resources"), "spec.resources")
     min_scale = e.non_negative(spec.get("minScale"), "spec.minScale")
-    max_scale = e.non_negative(spec.get("maxScale"), "spec.maxScale")
-    if min_scale is not None and max_scale is not None and max_scale < min_scale:
-        e.invalid("spec.maxScale", max_scale, "must be greater than or equal to `minScale`")
+    max_scale = e.as_int(spec.get("maxScale"), "spec.maxScale")
+    limit = FUNCTION_MAX_SCALE_LIMIT
+    if min_scale is not None and min_scale > limit:
+        e.invalid("spec.minScale", min_scale, f"must be less than or equal to {limit}")
+    if max_scale is not None:
+        if max_scale < 1:
+            e.invalid("spec.maxScale", max_scale, "must be greater than or equal to 1")
+        elif max_scale > limit:
+            e.invalid("spec.maxScale", max_scale, f"must be less than or equal to {limit}")
+        elif min_scale is not None and 0 <= min_scale <= limit and max_scale < min_scale:
+            e.invalid("spec.maxScale", max_scale, "must be greater than or equal to `minScale`")
     target = e.as_int(spec.get("targetConcurrency"), "spec.targetConcurrency")
     if target is not None and target < 1:
         e.invalid("spec.targetConcurrency", target, "must be greater than or equal to 1")
-    for key in ("idleTimeout", "timeout"):
+    _positive_number(e, spec.get("idleTimeout"), "spec.idleTimeout")
+    _positive_number(e, spec.get("timeout"), "spec.timeout", maximum=FUNCTION_MAX_TIMEOUT_SECONDS)
+    status = e.as_obj(obj.get("status"), "status")
+    if status is not None:
+        for key in ("image", "url", "lastActiveTime"):
+            e.as_str(status.get(key), f"status.{key}")
+        sdigest = e.as_str(status.get("codeDigest"), "status.codeDigest")
+        if sdigest and not _DIGEST_RE.fullmatch(sdigest):
+            e.invalid("status.codeDigest", sdigest, "must be a digest of the form 'sha256:<64 lower-case hex digits>'")
+        for key in ("replicas", "readyReplicas", "desiredScale"):
+            e.non_negative(status.get(key), f"status.{key}")
+        e.non_negative(status.get("observedGeneration"), "status.observedGeneration", 64)
+        _conditions(e, status.get("conditions"), "status.conditions")
+
+
+def _validate_activation(e: _Errors, obj: dict[str, Any]) -> None:
+    spec = e.as_obj(obj.get("spec"), "spec")
+    if spec is None:
+        if obj.get("spec") is None:
+            e.required("spec.function")
+        return
+    function = e.as_str(spec.get("function"), "spec.function")
+    if not function:
+        if spec.get("function") in (None, ""):
+            e.required("spec.function")
+    else:
+        e.check(function, "spec.function", names.dns1035_label(function))
+    e.as_str(spec.get("start"), "spec.start")
+    for key in ("durationMs", "initMs"):
         n = e.as_number(spec.get(key), f"spec.{key}")
         if n is not None and n < 0:
             e.invalid(f"spec.{key}", n, "must be greater than or equal to 0")
-    status = e.as_obj(obj.get("status"), "status")
-    if status is not None:
-        for key in ("image", "url"):
-            e.as_str(status.get(key), f"status.{key}")
-        for key in ("replicas", "readyReplicas"):
-            e.non_negative(status.get(key), f"status.{key}")
-        _conditions(e, status.get("conditions"), "status.conditions")
+    e.enum(spec.get("status"), "spec.status", ACTIVATION_STATUSES)
+    code = e.as_int(spec.get("statusCode"), "spec.statusCode")
+    if code is not None and not 0 <= code <= 999:
+        e.invalid("spec.statusCode", code, "must be between 0 and 999, inclusive")
+    for key, most in (("result", ACTIVATION_RESULT_CHARS), ("logs", ACTIVATION_LOGS_CHARS)):
+        text = e.as_str(spec.get(key), f"spec.{key}")
+        if text is not None and len(text) > most:
+            e.causes.append(Cause(f"spec.{key}", f"Too long: must have at most {most} characters", TOO_LONG))
+    pod = e.as_str(spec.get("pod"), "spec.pod")
+    if pod:
+        e.check(pod, "spec.pod", names.dns1123_subdomain(pod))
+    for key in ("truncated", "async"):
+        e.as_bool(spec.get(key), f"spec.{key}")
 
 
 def _validate_workflow(e: _Errors, obj: dict[str, Any]) -> None:
@@ -1142,7 +1204,9 @@ _BY_KIND: dict[str, tuple[Callable[[_Errors, dict[str, Any]], None], Callable[[A
     "Deployment": (_validate_deployment, names.dns1123_subdomain),
     "HorizontalPodAutoscaler": (_validate_hpa, names.dns1123_subdomain),
     "Ingress": (_validate_ingress, names.dns1123_subdomain),
-    "Function": (_validate_function, names.dns1123_label),
+    # A Function's name is also its Service's name, so it follows the Service rule (DNS-1035).
+    "Function": (_validate_function, names.dns1035_label),
+    "Activation": (_validate_activation, names.dns1123_subdomain),
     "Workflow": (_validate_workflow, names.dns1123_subdomain),
 }
 

@@ -269,9 +269,13 @@ class ApiClient:
         return _decode(response)
 
     def request(self, method: str, path: str, *, params: dict[str, str] | None = None,
-                headers: dict[str, str] | None = None, body: Any = None) -> Any:
-        """A raw call to ``path`` (e.g. ``/version``); same error mapping as every other method."""
-        return self._send(_Request(method, path, dict(params or {}), dict(headers or {}), body))
+                headers: dict[str, str] | None = None, body: Any = None, content: bytes | None = None) -> Any:
+        """A raw call to ``path`` (e.g. ``/version``); same error mapping as every other method.
+
+        ``body`` is sent as JSON; ``content`` (raw bytes, with the caller's ``Content-Type`` header)
+        instead, e.g. a function's code.
+        """
+        return self._send(_Request(method, path, dict(params or {}), dict(headers or {}), body, content))
 
     def create(self, obj: dict[str, Any], *, namespace: str | None = None, dry_run: bool = False,
                field_validation: str | None = None) -> dict[str, Any]:
@@ -394,8 +398,9 @@ class AsyncApiClient:
         return _decode(response)
 
     async def request(self, method: str, path: str, *, params: dict[str, str] | None = None,
-                      headers: dict[str, str] | None = None, body: Any = None) -> Any:
-        return await self._send(_Request(method, path, dict(params or {}), dict(headers or {}), body))
+                      headers: dict[str, str] | None = None, body: Any = None,
+                      content: bytes | None = None) -> Any:
+        return await self._send(_Request(method, path, dict(params or {}), dict(headers or {}), body, content))
 
     async def create(self, obj: dict[str, Any], *, namespace: str | None = None, dry_run: bool = False,
                      field_validation: str | None = None) -> dict[str, Any]:

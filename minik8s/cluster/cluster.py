@@ -44,6 +44,8 @@ from minik8s.cluster.supervisor import RUNNING_STATES, Supervisor
 
 REPO = Path(__file__).resolve().parents[2]
 HEALTH_CHECKED = ("etcd", "containerd", "registry", "apiserver")
+# Checked by their health endpoint too when the cluster runs them (else only RUNNING is waited for).
+OPTIONAL_HEALTH_CHECKED = ("gateway",)
 
 
 class ClusterError(RuntimeError):
@@ -120,6 +122,7 @@ class Cluster:
             controller_manager=None if "controller-manager" in without else console_script(
                 "minik8s-controller-manager", "controllers.main"),
             kubeproxy=None if "kubeproxy" in without else console_script("minik8s-kubeproxy", "kubeproxy.main"),
+            gateway=None if "gateway" in without else console_script("minik8s-gateway", "serverless.main"),
             repo=str(REPO),
         )
 
@@ -132,6 +135,7 @@ class Cluster:
             scheduler_args=tuple(shlex.split(self.environ.get("MINIK8S_SCHEDULER_ARGS") or "")),
             controller_manager_args=tuple(shlex.split(self.environ.get("MINIK8S_CONTROLLER_MANAGER_ARGS") or "")),
             kubeproxy_args=tuple(shlex.split(self.environ.get("MINIK8S_KUBEPROXY_ARGS") or "")),
+            gateway_args=tuple(shlex.split(self.environ.get("MINIK8S_GATEWAY_ARGS") or "")),
             node_name=self.environ.get("MINIK8S_NODE_NAME") or configs.node_name(),
             etcd_unsupported_arch="arm64" if platform.machine() == "aarch64" else None,
         )
@@ -207,7 +211,9 @@ class Cluster:
             self._seed(ident)
         write_atomic(lay.kubeconfig, configs.kubeconfig(ident))
         write_atomic(lay.config, configs.minictl_config(lay, ident))
-        self.out(f"minik8s is up: apiserver {ident.api_url}, etcd {ident.etcd_url}, registry {ident.registry_url},\n"
+        gateway = f"gateway {ident.gateway_url}, " if "gateway" in before else ""
+        self.out(f"minik8s is up: apiserver {ident.api_url}, {gateway}etcd {ident.etcd_url}, "
+                 f"registry {ident.registry_url},\n"
                  f"  containerd {lay.containerd_socket}, pods {ident.pod_cidr} on bridge {ident.bridge}, "
                  f"state in {lay.home}\n"
                  f"  export KUBECONFIG={lay.kubeconfig}; kubectl get namespaces\n"
@@ -341,6 +347,7 @@ class Cluster:
             "containerd": containerd,
             "registry": lambda: _http_status(f"{ident.registry_url}/v2/") == 200,
             "apiserver": lambda: _http_status(f"{ident.api_url}/readyz") == 200,
+            "gateway": lambda: _http_status(f"{ident.gateway_url}/healthz") == 200,
             "supervisord": lambda: lay.supervisor_socket.exists() and self.supervisor.answering(),
         }
 
@@ -359,12 +366,13 @@ class Cluster:
         checks = self.checks(ident)
         names = {p["name"] for p in self.supervisor.processes()}
         deadline = time.monotonic() + self.start_timeout
-        for name in HEALTH_CHECKED:
+        answering = [*HEALTH_CHECKED, *(n for n in OPTIONAL_HEALTH_CHECKED if n in names)]
+        for name in answering:
             check = checks[name]
             self._wait(lambda name=name, check=check: check() and self._is_running(name),  # type: ignore[misc]
                        max(1.0, deadline - time.monotonic()), f"{name} to answer", self.layout.log(name),
                        program=name)
-        for name in sorted(names - set(HEALTH_CHECKED)):
+        for name in sorted(names - set(answering)):
             self._wait(functools.partial(self._is_running, name), max(1.0, deadline - time.monotonic()),
                        f"{name} to run", self.layout.log(name), program=name)
 

@@ -187,6 +187,7 @@ class Binaries:
     scheduler: str | None = None
     controller_manager: str | None = None
     kubeproxy: str | None = None
+    gateway: str | None = None  # minik8s-gateway: serverless functions (docs/serverless.md)
     repo: str | None = None  # working directory of python -m programs
 
 
@@ -199,6 +200,7 @@ class SupervisorOptions:
     scheduler_args: tuple[str, ...] = ()
     controller_manager_args: tuple[str, ...] = ()
     kubeproxy_args: tuple[str, ...] = ()
+    gateway_args: tuple[str, ...] = ()
     node_name: str = "minik8s-node"
     etcd_unsupported_arch: str | None = None  # Debian's etcd 3.4 wants ETCD_UNSUPPORTED_ARCH=arm64
 
@@ -207,6 +209,8 @@ def programs(layout: Layout, ident: Identity, bins: Binaries, opts: SupervisorOp
     """The cluster's daemons, in start order (supervisord priority), each with explicit flags."""
     peer = f"http://127.0.0.1:{ident.etcd_peer_port}"
     etcd_env = {"ETCD_UNSUPPORTED_ARCH": opts.etcd_unsupported_arch} if opts.etcd_unsupported_arch else {}
+    # The apiserver proxies function code uploads to the gateway; without one it answers them 503.
+    serverless = ["--serverless-url", ident.gateway_url] if bins.gateway else []
     out = [
         Program("etcd", [bins.etcd, "--name", "minik8s", "--data-dir", str(layout.etcd),
                          "--listen-client-urls", ident.etcd_url, "--advertise-client-urls", ident.etcd_url,
@@ -216,7 +220,8 @@ def programs(layout: Layout, ident: Identity, bins: Binaries, opts: SupervisorOp
         Program("containerd", [bins.containerd, "--config", str(layout.containerd_config)], priority=10),
         Program("registry", [bins.registry, "serve", str(layout.registry_config)], priority=10),
         Program("apiserver", [bins.python, "-m", "apiserver.main", "--etcd-endpoints", ident.etcd_endpoint,
-                              "--bind-address", "127.0.0.1", "--port", str(ident.api_port), *opts.apiserver_args],
+                              "--bind-address", "127.0.0.1", "--port", str(ident.api_port), *serverless,
+                              *opts.apiserver_args],
                 priority=20, directory=bins.repo),
     ]
     if bins.scheduler:
@@ -238,6 +243,12 @@ def programs(layout: Layout, ident: Identity, bins: Binaries, opts: SupervisorOp
                                          "--chain-prefix", ident.chain_prefix, "--cluster-cidr", ident.pod_cidr,
                                          "--bridge", ident.bridge, "--node-ip", ident.gateway,
                                          "--metrics-port", "0", *opts.kubeproxy_args],
+                           priority=30, directory=bins.repo))
+    if bins.gateway:
+        # After the apiserver and the registry (it lists/watches the one and pushes images to the other).
+        out.append(Program("gateway", [bins.gateway, "--apiserver", ident.api_url, "--registry", ident.registry_url,
+                                       "--bind-address", "127.0.0.1", "--port", str(ident.gateway_port),
+                                       *opts.gateway_args],
                            priority=30, directory=bins.repo))
     return out
 

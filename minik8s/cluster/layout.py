@@ -24,6 +24,7 @@ DEFAULT_PORTS = {
     "MINIK8S_API_PORT": 18080,
     "MINIK8S_REGISTRY_PORT": 15000,
     "MINIK8S_KUBELET_PORT": 10250,
+    "MINIK8S_GATEWAY_PORT": 18081,
 }
 PORT_KEYS = tuple(DEFAULT_PORTS)
 # Ports a cluster must never take: the system's etcd, its registry, kubectl proxy.
@@ -206,6 +207,7 @@ class Identity:
     api_port: int
     registry_port: int
     kubelet_port: int
+    gateway_port: int
     pod_cidr: str
     bridge: str
     chain_prefix: str
@@ -233,6 +235,11 @@ class Identity:
         return f"http://{self.registry_host}"
 
     @property
+    def gateway_url(self) -> str:
+        """The serverless gateway (functions' HTTP triggers, code uploads); docs/serverless.md."""
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
     def network(self) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(self.pod_cidr, strict=False)
 
@@ -247,7 +254,7 @@ class Identity:
     def ports(self) -> dict[str, int]:
         return {"MINIK8S_ETCD_PORT": self.etcd_port, "MINIK8S_ETCD_PEER_PORT": self.etcd_peer_port,
                 "MINIK8S_API_PORT": self.api_port, "MINIK8S_REGISTRY_PORT": self.registry_port,
-                "MINIK8S_KUBELET_PORT": self.kubelet_port}
+                "MINIK8S_KUBELET_PORT": self.kubelet_port, "MINIK8S_GATEWAY_PORT": self.gateway_port}
 
     def to_env(self) -> dict[str, str]:
         return {"MINIK8S_CLUSTER_ID": self.cluster_id, **{k: str(v) for k, v in self.ports().items()},
@@ -359,6 +366,7 @@ def load_identity(layout: Layout, environ: Mapping[str, str] | None = None) -> I
         api_port=ports["MINIK8S_API_PORT"],
         registry_port=ports["MINIK8S_REGISTRY_PORT"],
         kubelet_port=ports["MINIK8S_KUBELET_PORT"],
+        gateway_port=ports["MINIK8S_GATEWAY_PORT"],
         pod_cidr=pick("MINIK8S_POD_CIDR") or _pod_cidr_for(cid),
         bridge=pick("MINIK8S_BRIDGE") or f"mk{cid}",
         chain_prefix=pick("MINIK8S_CHAIN_PREFIX") or f"MK8S-{cid}",

@@ -267,7 +267,9 @@ def cluster_env(home: str, **extra: str) -> dict[str, str]:
                 "MINIK8S_START_RETRIES": "5", "MINIK8S_NODE_NAME": NODE_NAME, "MINIK8S_KUBELET_ARGS": KUBELET_ARGS,
                 "PYTHONPATH": str(REPO),
                 # No fixed metrics port (10252) for the controller-manager: clusters of parallel runs would collide.
-                "MINIK8S_CONTROLLER_MANAGER_ARGS": "--port 0"})
+                "MINIK8S_CONTROLLER_MANAGER_ARGS": "--port 0",
+                # Short autoscaler windows (Knative's defaults are 60 s stable, 2 s tick) and activation flushes.
+                "MINIK8S_GATEWAY_ARGS": "--stable-window 6 --tick 0.5 --activation-flush-interval 0.5"})
     env.update(extra)
     return env
 

@@ -101,6 +101,11 @@ def valid_object(kind: str, name: str) -> dict[str, Any]:
                          "minScale": 0, "maxScale": 3, "targetConcurrency": 2, "idleTimeout": 60,
                          "timeout": 30},
                 "status": {"replicas": 0, "readyReplicas": 0}}
+    if kind == "Activation":
+        return {"metadata": {**meta, "labels": {**meta["labels"], "minik8s.io/function": "f"}},
+                "spec": {"function": "f", "start": "2026-01-02T03:04:05.123456Z", "durationMs": 1.5, "initMs": 0.0,
+                         "status": "success", "statusCode": 200, "result": "1", "truncated": False, "logs": "",
+                         "async": False}}
     if kind == "Workflow":
         return {"metadata": meta,
                 "spec": {"startAt": "first", "states": {"first": {"type": "Task", "function": "f", "end": True}}},

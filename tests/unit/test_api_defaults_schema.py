@@ -73,8 +73,8 @@ def test_controller_and_service_defaults():
     assert hpa["spec"]["minReplicas"] == 1
     fn: dict[str, Any] = {"metadata": {"name": "f"}, "spec": {}}
     apply_defaults(fn, RT["Function"])
-    assert fn["spec"] == {"runtime": "python", "entryPoint": "run", "minScale": 0, "targetConcurrency": 1,
-                          "idleTimeout": 60, "timeout": 300}
+    assert fn["spec"] == {"runtime": "python", "entryPoint": "run", "minScale": 0, "maxScale": 10,
+                          "targetConcurrency": 2, "idleTimeout": 60, "timeout": 60}
     assert validate(fn, RT["Function"]) == []
     ns: dict[str, Any] = {"metadata": {"name": "n"}}
     apply_defaults(ns, RT["Namespace"])

@@ -237,7 +237,7 @@ CASES: list[tuple[str, Callable[[dict[str, Any]], Any], Cause]] = [
     ("Function", _set("spec.targetConcurrency", 0),
      Cause("spec.targetConcurrency", "Invalid value: 0: must be greater than or equal to 1", "FieldValueInvalid")),
     ("Function", _set("spec.idleTimeout", -1),
-     Cause("spec.idleTimeout", "Invalid value: -1: must be greater than or equal to 0", "FieldValueInvalid")),
+     Cause("spec.idleTimeout", "Invalid value: -1: must be greater than 0", "FieldValueInvalid")),
     ("Workflow", _set("spec.startAt", "nowhere"),
      Cause("spec.startAt", 'Invalid value: "nowhere": must name a state in `spec.states`', "FieldValueInvalid")),
     # namespace, node, event

@@ -1,0 +1,288 @@
+"""``minik8s-gateway``: flags and ``MINIK8S_GATEWAY_*`` env vars → GatewayConfig → one asyncio loop.
+
+::
+
+    informers: functions, endpoints (-l minik8s.io/function)
+        endpoints NS/NAME of a known Function ─▶ activator.update / remove
+        functions                              ─▶ autoscaler.restore (first sight) / forget
+    uvicorn (uvloop, httptools) serving Gateway on --bind-address:--port
+    autoscaler.run()          every --tick seconds
+    recorder.run()            activation writes every --activation-flush-interval seconds
+    FunctionController.run()  builds images, owns Deployment/Service NAME
+
+The first SIGTERM/SIGINT stops gently: uvicorn stops accepting and lets calls in flight finish,
+background calls get a bounded drain, the activation queue is flushed (bounded), the rest stop.
+A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import click
+import httpx
+import uvicorn
+import uvloop
+from prometheus_client import CollectorRegistry
+
+from minik8s.api import registry
+from minik8s.client.config import ConfigError, load_config
+from minik8s.client.informer import Informer, object_key
+from minik8s.client.rest import AsyncApiClient
+from serverless.activations import ActivationRecorder
+from serverless.activator import Activator, HttpProber
+from serverless.autoscaler import Autoscaler, ScaleParams
+from serverless.gateway import DEFAULT_MAX_CODE_BYTES, Gateway
+
+log = logging.getLogger("minik8s.serverless")
+
+FUNCTION_LABEL = "minik8s.io/function"
+# Connections kept open to function pods: enough for a few hundred concurrent calls.
+HTTP_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+# Calls in flight get this long to finish after the first signal (then uvicorn closes them).
+GRACEFUL_SHUTDOWN = 10
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Flags of ``minik8s-gateway`` (docs/serverless.md, Gateway), with their defaults."""
+
+    apiserver: str = ""
+    registry: str = ""
+    host: str = "127.0.0.1"
+    port: int = 18081
+    advertise_url: str = ""
+    stable_window: float = 60.0
+    panic_window_percentage: float = 10.0
+    panic_threshold_percentage: float = 200.0
+    tick: float = 2.0
+    scale_down_delay: float = 0.0
+    activator_queue: int = 1000
+    activator_timeout: float = 60.0
+    activation_flush_interval: float = 1.0
+    activation_retention: int = 1000
+    max_code_bytes: int = DEFAULT_MAX_CODE_BYTES
+    log_level: str = "info"
+
+
+DEFAULTS = GatewayConfig()
+
+
+@click.command(context_settings={"auto_envvar_prefix": "MINIK8S_GATEWAY", "show_default": True})
+@click.option("--apiserver", default=None,
+              help="The apiserver URL (default: MINIK8S_SERVER, then $MINIK8S_HOME/config).")
+@click.option("--registry", "registry_url", required=True, help="The cluster registry URL, e.g. http://127.0.0.1:15000.")
+@click.option("--bind-address", default=DEFAULTS.host, help="Address the gateway listens on.")
+@click.option("--port", default=DEFAULTS.port, type=click.IntRange(0, 65535), help="Port the gateway listens on.")
+@click.option("--advertise-url", default=None, help="The gateway URL written to status.url "
+                                                    "[default: http://127.0.0.1:PORT].")
+@click.option("--stable-window", default=DEFAULTS.stable_window, type=click.FloatRange(min=1),
+              help="Seconds the autoscaler averages concurrency over.")
+@click.option("--panic-window-percentage", default=DEFAULTS.panic_window_percentage,
+              type=click.FloatRange(min=1, max=100), help="The panic window as a percentage of the stable window.")
+@click.option("--panic-threshold-percentage", default=DEFAULTS.panic_threshold_percentage,
+              type=click.FloatRange(min=110), help="Panic when the panic-window demand reaches this percentage "
+                                                   "of the ready instances.")
+@click.option("--tick", default=DEFAULTS.tick, type=click.FloatRange(min=0.05, min_open=False),
+              help="Seconds between autoscaler decisions.")
+@click.option("--scale-down-delay", default=DEFAULTS.scale_down_delay, type=click.FloatRange(min=0),
+              help="Seconds a higher decision is kept before scaling down.")
+@click.option("--activator-queue", default=DEFAULTS.activator_queue, type=click.IntRange(1),
+              help="Requests held per function while no instance is ready.")
+@click.option("--activator-timeout", default=DEFAULTS.activator_timeout, type=click.FloatRange(min=0.1),
+              help="Seconds a held request waits for an instance.")
+@click.option("--activation-flush-interval", default=DEFAULTS.activation_flush_interval,
+              type=click.FloatRange(min=0.01), help="Seconds between writes of activation records.")
+@click.option("--activation-retention", default=DEFAULTS.activation_retention, type=click.IntRange(1),
+              help="Activation records kept per function.")
+@click.option("--max-code-bytes", default=DEFAULTS.max_code_bytes, type=click.IntRange(1),
+              help="Largest accepted code upload.")
+@click.option("--log-level", default=DEFAULTS.log_level, type=click.Choice(["debug", "info", "warning", "error"]))
+def main(apiserver: str | None, registry_url: str, bind_address: str, port: int, advertise_url: str | None,
+         stable_window: float, panic_window_percentage: float, panic_threshold_percentage: float, tick: float,
+         scale_down_delay: float, activator_queue: int, activator_timeout: float, activation_flush_interval: float,
+         activation_retention: int, max_code_bytes: int, log_level: str) -> None:
+    """Run the serverless gateway: HTTP trigger, activator, autoscaler, activations, function controller."""
+    logging.basicConfig(level=log_level.upper(),
+                        format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
+    try:
+        server = load_config(server=apiserver).server
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from exc
+    config = GatewayConfig(
+        apiserver=server, registry=registry_url, host=bind_address, port=port,
+        advertise_url=(advertise_url or f"http://127.0.0.1:{port}").rstrip("/"), stable_window=stable_window,
+        panic_window_percentage=panic_window_percentage, panic_threshold_percentage=panic_threshold_percentage,
+        tick=tick, scale_down_delay=scale_down_delay, activator_queue=activator_queue,
+        activator_timeout=activator_timeout, activation_flush_interval=activation_flush_interval,
+        activation_retention=activation_retention, max_code_bytes=max_code_bytes, log_level=log_level)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(config))
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: this process has one stop sequence (see serve())."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _function_key_of_endpoints(endpoints: dict[str, Any]) -> str | None:
+    """``NS/NAME`` when this Endpoints object is the one of Function NAME's Service."""
+    meta = endpoints.get("metadata") or {}
+    if (meta.get("labels") or {}).get(FUNCTION_LABEL) != meta.get("name"):
+        return None
+    return object_key(endpoints)
+
+
+class GatewayDaemon:
+    """Every part of the gateway process wired together; :meth:`run` until :meth:`stop`."""
+
+    def __init__(self, client: AsyncApiClient, config: GatewayConfig, *, builder: Any = None,
+                 controller: Any = None) -> None:
+        self.config = config
+        self.client = client
+        self.metrics = CollectorRegistry()
+        self.http = httpx.AsyncClient(limits=HTTP_LIMITS, timeout=config.activator_timeout)
+        self.functions = Informer(client, registry.lookup("functions"), name="gw-functions")
+        self.endpoints = Informer(client, registry.lookup("endpoints"), label_selector=FUNCTION_LABEL,
+                                  name="gw-endpoints")
+        self.autoscaler = Autoscaler(
+            client, self.functions.indexer, ready_count=lambda key: self.activator.ready_count(key),
+            params=ScaleParams(stable_window=config.stable_window,
+                               panic_window_percentage=config.panic_window_percentage,
+                               panic_threshold_percentage=config.panic_threshold_percentage,
+                               scale_down_delay=config.scale_down_delay),
+            tick=config.tick, metrics_registry=self.metrics)
+        self.activator = Activator(prober=HttpProber(self.http), on_cold=self.autoscaler.poke,
+                                   queue_size=config.activator_queue)
+        self.recorder = ActivationRecorder(client, flush_interval=config.activation_flush_interval,
+                                           retention=config.activation_retention,
+                                           function_keys=self.functions.indexer.keys, metrics_registry=self.metrics)
+        self.builder = builder
+        self.controller = controller
+        self.gateway = Gateway(functions=self.functions.indexer, activator=self.activator,
+                               autoscaler=self.autoscaler, recorder=self.recorder, http=self.http,
+                               builder=builder, activator_timeout=config.activator_timeout,
+                               max_code_bytes=config.max_code_bytes, ready=self.ready,
+                               metrics_registry=self.metrics)
+        self.functions.add_handler(on_add=self._function_added, on_delete=self._function_deleted)
+        self.endpoints.add_handler(on_add=self._endpoints_changed,
+                                   on_update=lambda _old, new: self._endpoints_changed(new),
+                                   on_delete=self._endpoints_deleted)
+        self.server = _Server(uvicorn.Config(
+            self.gateway, host=config.host, port=config.port, loop="uvloop", http="httptools",
+            access_log=False, lifespan="off", log_level=config.log_level, server_header=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN))
+        self._stop = asyncio.Event()
+
+    def ready(self) -> bool:
+        return self.functions.has_synced() and self.endpoints.has_synced()
+
+    # --- informer handlers: short, they only update in-memory state -----------------------------
+
+    def _function_added(self, function: dict[str, Any]) -> None:
+        key = object_key(function)
+        self.autoscaler.restore(function)
+        # Endpoints may have arrived before their Function (the two informers race at start).
+        endpoints = self.endpoints.indexer.get(key)
+        if endpoints is not None:
+            self.activator.update(key, endpoints)
+
+    def _function_deleted(self, function: dict[str, Any]) -> None:
+        key = object_key(function)
+        self.autoscaler.forget(key)
+        self.activator.remove(key)
+
+    def _endpoints_changed(self, endpoints: dict[str, Any]) -> None:
+        key = _function_key_of_endpoints(endpoints)
+        if key is not None and key in self.functions.indexer:
+            self.activator.update(key, endpoints)
+
+    def _endpoints_deleted(self, endpoints: dict[str, Any]) -> None:
+        key = _function_key_of_endpoints(endpoints)
+        if key is not None:
+            self.activator.remove(key)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._stop.clear()
+        background = [asyncio.create_task(self.functions.run(), name="gw-functions"),
+                      asyncio.create_task(self.endpoints.run(), name="gw-endpoints"),
+                      asyncio.create_task(self.autoscaler.run(), name="autoscaler")]
+        recorder = asyncio.create_task(self.recorder.run(), name="activations")
+        controller = asyncio.create_task(self.controller.run(), name="function-controller") \
+            if self.controller is not None else None
+        server = asyncio.create_task(self.server.serve(), name="gateway-http")
+        log.info("gateway serving on http://%s:%d (advertised as %s)", self.config.host, self.config.port,
+                 self.config.advertise_url)
+        try:
+            stopper = asyncio.create_task(self._stop.wait())
+            await asyncio.wait([stopper, server], return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if server.done() and not self._stop.is_set():
+                log.error("the HTTP server ended: %s", server.exception() if not server.cancelled() else "cancelled")
+        finally:
+            # Order: stop taking calls and let those in flight end, then flush their records. Held (cold)
+            # requests end at once with a 503: their instance may be seconds away.
+            self.activator.shut_down()
+            self.server.should_exit = True
+            await asyncio.gather(server, return_exceptions=True)
+            await self.gateway.drain()
+            if self.controller is not None:
+                self.controller.stop()
+            self.autoscaler.stop()
+            self.recorder.stop()
+            self.functions.stop()
+            self.endpoints.stop()
+            await asyncio.gather(recorder, *background, *([controller] if controller else []),
+                                 return_exceptions=True)
+            await self.activator.stop()
+            await self.http.aclose()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+async def serve(config: GatewayConfig) -> None:
+    """Run the whole gateway until a signal; the builder and the function controller included."""
+    # Imported here: they are the heavy half (image building) and a unit test of the wiring needs neither.
+    from serverless.builder import Builder
+    from serverless.controller import FunctionController
+
+    async with AsyncApiClient(config.apiserver) as client:
+        builder = Builder(config.registry)
+        try:
+            controller = FunctionController(client, builder, advertise_url=config.advertise_url)
+            daemon = GatewayDaemon(client, config, builder=builder, controller=controller)
+            signals = 0
+
+            def on_signal() -> None:
+                nonlocal signals
+                signals += 1
+                if signals > 1:
+                    log.warning("second signal: exiting now")
+                    os._exit(1)
+                log.info("stopping (send the signal again to force)")
+                daemon.stop()
+
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, on_signal)
+            log.info("gateway starting against %s, registry %s", config.apiserver, config.registry)
+            await daemon.run()
+        finally:
+            builder.close()
+
+
+if __name__ == "__main__":
+    main()
