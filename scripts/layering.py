@@ -31,7 +31,8 @@ import tempfile
 from pathlib import Path
 
 LIBRARY = "minik8s"
-DAEMONS = ("apiserver", "scheduler", "controllers", "kubelet", "kubeproxy", "serverless", "minictl")
+DAEMONS = ("apiserver", "scheduler", "controllers", "kubelet", "kubeproxy", "serverless", "clusterdns", "ingress",
+           "minictl")
 FUNCTION_RUNTIME = "imagedata"
 KNOWN = (LIBRARY, *DAEMONS, FUNCTION_RUNTIME)
 # Top-level folders that hold Python but are not packages of the product.

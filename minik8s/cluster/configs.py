@@ -220,7 +220,8 @@ def programs(layout: Layout, ident: Identity, bins: Binaries, opts: SupervisorOp
         Program("containerd", [bins.containerd, "--config", str(layout.containerd_config)], priority=10),
         Program("registry", [bins.registry, "serve", str(layout.registry_config)], priority=10),
         Program("apiserver", [bins.python, "-m", "apiserver.main", "--etcd-endpoints", ident.etcd_endpoint,
-                              "--bind-address", "127.0.0.1", "--port", str(ident.api_port), *serverless,
+                              "--bind-address", "127.0.0.1", "--port", str(ident.api_port),
+                              "--service-cluster-ip-range", ident.service_cidr, *serverless,
                               *opts.apiserver_args],
                 priority=20, directory=bins.repo),
     ]

@@ -25,6 +25,8 @@ DEFAULT_PORTS = {
     "MINIK8S_REGISTRY_PORT": 15000,
     "MINIK8S_KUBELET_PORT": 10250,
     "MINIK8S_GATEWAY_PORT": 18081,
+    "MINIK8S_DNS_PORT": 10053,
+    "MINIK8S_INGRESS_PORT": 18082,
 }
 PORT_KEYS = tuple(DEFAULT_PORTS)
 # Ports a cluster must never take: the system's etcd, its registry, kubectl proxy.
@@ -197,6 +199,16 @@ def _pod_cidr_for(cid: str) -> str:
     return f"10.88.{n}.0/24"
 
 
+DEFAULT_SERVICE_CIDR = "10.96.0.0/16"
+
+
+def _service_cidr_for(cid: str) -> str:
+    """A /24 of its own for a cluster in another home: kubeproxy's rules match ClusterIPs by destination
+    only, so two clusters side by side must never hand out the same ClusterIP (the DNS IP above all)."""
+    n = 1 + int(cid, 16) % 254
+    return f"10.97.{n}.0/24"
+
+
 @dataclasses.dataclass(frozen=True)
 class Identity:
     """The contents of ``cluster.env`` (docs/node.md)."""
@@ -208,10 +220,13 @@ class Identity:
     registry_port: int
     kubelet_port: int
     gateway_port: int
+    dns_port: int
+    ingress_port: int
     pod_cidr: str
     bridge: str
     chain_prefix: str
     cgroup_root: str
+    service_cidr: str = DEFAULT_SERVICE_CIDR
 
     # derived values
     @property
@@ -240,6 +255,15 @@ class Identity:
         return f"http://127.0.0.1:{self.gateway_port}"
 
     @property
+    def dns_ip(self) -> str:
+        """The kube-dns Service's fixed ClusterIP: the 10th address of the service range (as kubeadm does)."""
+        return str(ipaddress.IPv4Network(self.service_cidr, strict=False).network_address + 10)
+
+    @property
+    def ingress_url(self) -> str:
+        return f"http://127.0.0.1:{self.ingress_port}"
+
+    @property
     def network(self) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(self.pod_cidr, strict=False)
 
@@ -254,11 +278,13 @@ class Identity:
     def ports(self) -> dict[str, int]:
         return {"MINIK8S_ETCD_PORT": self.etcd_port, "MINIK8S_ETCD_PEER_PORT": self.etcd_peer_port,
                 "MINIK8S_API_PORT": self.api_port, "MINIK8S_REGISTRY_PORT": self.registry_port,
-                "MINIK8S_KUBELET_PORT": self.kubelet_port, "MINIK8S_GATEWAY_PORT": self.gateway_port}
+                "MINIK8S_KUBELET_PORT": self.kubelet_port, "MINIK8S_GATEWAY_PORT": self.gateway_port,
+                "MINIK8S_DNS_PORT": self.dns_port, "MINIK8S_INGRESS_PORT": self.ingress_port}
 
     def to_env(self) -> dict[str, str]:
         return {"MINIK8S_CLUSTER_ID": self.cluster_id, **{k: str(v) for k, v in self.ports().items()},
-                "MINIK8S_POD_CIDR": self.pod_cidr, "MINIK8S_BRIDGE": self.bridge,
+                "MINIK8S_POD_CIDR": self.pod_cidr, "MINIK8S_SERVICE_CIDR": self.service_cidr,
+                "MINIK8S_BRIDGE": self.bridge,
                 "MINIK8S_CHAIN_PREFIX": self.chain_prefix, "MINIK8S_CGROUP_ROOT": self.cgroup_root}
 
     def render(self, home: Path) -> str:
@@ -284,6 +310,14 @@ class Identity:
             raise LayoutError(f"MINIK8S_POD_CIDR {self.pod_cidr!r} is not an IPv4 network: {exc}") from None
         if net.prefixlen > 28:
             raise LayoutError(f"MINIK8S_POD_CIDR {self.pod_cidr} is too small")
+        try:
+            svc = ipaddress.IPv4Network(self.service_cidr, strict=True)
+        except ValueError as exc:
+            raise LayoutError(f"MINIK8S_SERVICE_CIDR {self.service_cidr!r} is not an IPv4 network: {exc}") from None
+        if svc.prefixlen > 28:
+            raise LayoutError(f"MINIK8S_SERVICE_CIDR {self.service_cidr} is too small")
+        if svc.overlaps(net):
+            raise LayoutError(f"MINIK8S_SERVICE_CIDR {self.service_cidr} overlaps MINIK8S_POD_CIDR {self.pod_cidr}")
         if len(self.bridge) > 15:
             raise LayoutError(f"MINIK8S_BRIDGE {self.bridge!r} is longer than 15 characters")
         if not self.chain_prefix or len(self.chain_prefix) > 16:
@@ -367,7 +401,11 @@ def load_identity(layout: Layout, environ: Mapping[str, str] | None = None) -> I
         registry_port=ports["MINIK8S_REGISTRY_PORT"],
         kubelet_port=ports["MINIK8S_KUBELET_PORT"],
         gateway_port=ports["MINIK8S_GATEWAY_PORT"],
+        dns_port=ports["MINIK8S_DNS_PORT"],
+        ingress_port=ports["MINIK8S_INGRESS_PORT"],
         pod_cidr=pick("MINIK8S_POD_CIDR") or _pod_cidr_for(cid),
+        service_cidr=pick("MINIK8S_SERVICE_CIDR") or (DEFAULT_SERVICE_CIDR if is_default_home(layout.home)
+                                                     else _service_cidr_for(cid)),
         bridge=pick("MINIK8S_BRIDGE") or f"mk{cid}",
         chain_prefix=pick("MINIK8S_CHAIN_PREFIX") or f"MK8S-{cid}",
         cgroup_root=pick("MINIK8S_CGROUP_ROOT") or f"/minik8s-{cid}",

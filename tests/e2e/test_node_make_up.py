@@ -8,7 +8,9 @@ allocation of that cluster may be left on the host.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -79,8 +81,14 @@ def test_make_up_runs_the_example_pod_and_make_down_leaves_nothing(env: dict[str
     host_path = Path(next(v["hostPath"]["path"] for v in example["spec"]["volumes"] if "hostPath" in v))
     host_path_existed = host_path.exists()
 
-    make("up", env, timeout=840)
+    up = make("up", env, timeout=840)
     lay = Layout(home)
+    # make up ends with the example adder deployed and the curl line that calls it; the line works as printed.
+    curl = [line.strip() for line in up.stdout.splitlines() if line.strip().startswith("curl -X POST")]
+    assert curl, up.stdout
+    answer = subprocess.run([*shlex.split(curl[-1]), "-s", "-m", "120"], capture_output=True, text=True,
+                            timeout=130, check=False)
+    assert answer.returncode == 0 and json.loads(answer.stdout) == 8, (curl[-1], answer.stdout, answer.stderr)
     ident = stored_identity(lay)
     assert ident is not None
     programs = {p["name"]: p["statename"] for p in Cluster(lay, out=lambda _: None).status() or []}
