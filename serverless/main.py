@@ -112,6 +112,8 @@ def main(apiserver: str | None, registry_url: str, bind_address: str, port: int,
     """Run the serverless gateway: HTTP trigger, activator, autoscaler, activations, function controller."""
     logging.basicConfig(level=log_level.upper(),
                         format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
+    # httpx logs every request at INFO: on the warm path (a forward per call) that is a log line per call.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         server = load_config(server=apiserver).server
     except ConfigError as exc:

@@ -28,3 +28,11 @@ def apiserver(etcd: EtcdProcess) -> Iterator[ApiserverProcess]:
     """A real apiserver on the session etcd; yields the process (``.url``)."""
     with ApiserverProcess(etcd.endpoint, extra_args=["--compaction-interval", "0"]) as proc:
         yield proc
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[ApiserverProcess]:
+    """A real etcd and apiserver of this test module's own (controllers, the scheduler and rollouts write
+    many objects; a module of their own keeps other modules' objects out of their informers)."""
+    with EtcdProcess() as etcd, ApiserverProcess(etcd.endpoint, extra_args=["--compaction-interval", "0"]) as api:
+        yield api

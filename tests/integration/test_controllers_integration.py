@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,16 +16,10 @@ from controllers.manager import ControllerManager, ManagerConfig
 from minik8s.api import registry
 from minik8s.client.rest import AsyncApiClient
 from minik8s.errors import NotFound
-from minik8s.testing import ApiserverProcess, EtcdProcess
+from minik8s.testing import ApiserverProcess
 
 pytestmark = pytest.mark.timeout(120)
 PODS, RS, SVC, EP, NS = (registry.lookup(x) for x in ("pods", "replicasets", "services", "endpoints", "namespaces"))
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ApiserverProcess]:
-    with EtcdProcess() as etcd, ApiserverProcess(etcd.endpoint, extra_args=["--compaction-interval", "0"]) as api:
-        yield api
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,17 +21,11 @@ from minictl.main import Session, cli
 from minik8s.api import registry
 from minik8s.client.rest import AsyncApiClient
 from minik8s.errors import ApiError
-from minik8s.testing import ApiserverProcess, EtcdProcess
+from minik8s.testing import ApiserverProcess
 
 pytestmark = pytest.mark.timeout(120)
 PODS, DEPLOYMENTS, REPLICASETS = (registry.lookup(r) for r in ("pods", "deployments", "replicasets"))
 NS = "default"
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ApiserverProcess]:
-    with EtcdProcess() as etcd, ApiserverProcess(etcd.endpoint, extra_args=["--compaction-interval", "0"]) as api:
-        yield api
 
 
 async def _mark_ready(api: AsyncApiClient, pod: dict[str, Any], n: int) -> None:

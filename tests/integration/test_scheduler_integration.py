@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import pytest
 
 from minik8s.api import registry
 from minik8s.client.rest import AsyncApiClient
-from minik8s.testing import ApiserverProcess, EtcdProcess
+from minik8s.testing import ApiserverProcess
 from scheduler.binder import scheduled_condition
 from scheduler.scheduler import Scheduler, SchedulerConfig
 from scheduler.testing import make_node, make_pod
@@ -28,12 +28,6 @@ from scheduler.testing import make_node, make_pod
 pytestmark = pytest.mark.timeout(120)
 PODS, NODES, EVENTS = registry.lookup("pods"), registry.lookup("nodes"), registry.lookup("events")
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[ApiserverProcess]:
-    with EtcdProcess() as etcd, ApiserverProcess(etcd.endpoint, extra_args=["--compaction-interval", "0"]) as api:
-        yield api
 
 
 def _fresh(obj: dict[str, Any]) -> dict[str, Any]:
