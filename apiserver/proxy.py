@@ -17,6 +17,15 @@ And one proxy to the serverless gateway (docs/serverless.md, "Upload and builder
       └─ {--serverless-url}/-/code/{ns}/{name}?<the same query>   the answer (status, type, body) comes back as is;
          no --serverless-url or no answer → 503 "serverless gateway is not available: …", too slow → 504
 
+And the ``activations`` resource, which the gateway keeps (not etcd; docs/serverless.md, Activation)::
+
+    GET    …/namespaces/{ns}/activations[?labelSelector=&limit=]  → {--serverless-url}/-/activations/{ns}?<query>
+    GET    …/activations  (all namespaces)                        → …/-/activations?<query>
+    GET    …/namespaces/{ns}/activations/{id}                      → …/-/activations/{ns}/{id}
+    DELETE …/namespaces/{ns}/activations/{id}                      → DELETE …/-/activations/{ns}/{id}
+      the answer comes back as is (the apiserver turns it into a Table for kubectl); no URL or no
+      answer → 503, too slow → 504
+
 The kubelet listens on loopback (docs/node.md), so the proxy always dials 127.0.0.1. Exec through an HTTP
 upgrade (kubectl exec's SPDY / WebSocket streams) is not served: such requests get 400 "Upgrade request
 required", as before; the JSON form is what ``minictl exec`` uses. A kubelet error comes back with its own
@@ -253,3 +262,47 @@ async def function_code(serverless_url: str, namespace: str, name: str, query_st
     passed = {k: v for k, v in answer.headers.items() if k.lower() in _CODE_ANSWER_HEADERS}
     media = passed.pop("content-type", None)
     return Response(answer.content, status_code=answer.status_code, media_type=media, headers=passed)
+
+
+# The query parameters the gateway's activation routes read; others (watch, timeoutSeconds, kubectl's
+# resourceVersion) are not passed on.
+_ACTIVATION_PARAMS = ("labelSelector", "fieldSelector", "limit")
+
+
+async def activations(serverless_url: str, method: str, namespace: str | None, name: str, query_string: bytes, *,
+                      timeout: float) -> Response:
+    """Answer GET (list or one) and DELETE on ``activations``: ask the gateway's ``/-/activations/…`` and
+    return its status and JSON body as they are. Raises ``ServiceUnavailable`` when no gateway is
+    configured or it cannot be reached, ``Timeout`` when it does not answer within ``timeout`` seconds."""
+    if not serverless_url:
+        raise ServiceUnavailable(f"{GATEWAY_UNAVAILABLE}: the apiserver has no --serverless-url configured, "
+                                 f"and it keeps the activations")
+    url = f"{serverless_url.rstrip('/')}/-/activations"
+    if namespace:
+        url += f"/{namespace}"
+        if name:
+            url += f"/{name}"
+    query = QueryParams(query_string.decode("latin-1"))
+    params = {k: query[k] for k in _ACTIVATION_PARAMS if k in query}
+    async with httpx.AsyncClient(timeout=httpx.Timeout(CONNECT_TIMEOUT, read=timeout, write=timeout)) as client:
+        try:
+            answer = await client.request(method, url, params=params)
+        except httpx.TimeoutException as exc:
+            if isinstance(exc, httpx.ConnectTimeout):
+                raise ServiceUnavailable(f"{GATEWAY_UNAVAILABLE}: connecting to {serverless_url} timed out") from exc
+            raise Timeout(f"the serverless gateway did not answer within {timeout:g}s") from exc
+        except httpx.HTTPError as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ServiceUnavailable(f"{GATEWAY_UNAVAILABLE}: {serverless_url}: {reason}") from exc
+    if answer.status_code >= 400 and not _is_status(answer.content):  # not its activation routes answering
+        raise ServiceUnavailable(f"{GATEWAY_UNAVAILABLE}: it answered HTTP {answer.status_code}")
+    return Response(answer.content, status_code=answer.status_code,
+                    media_type=answer.headers.get("content-type") or "application/json")
+
+
+def _is_status(body: bytes) -> bool:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("kind") == "Status"

@@ -4,7 +4,9 @@ Deleting a namespace only marks it (``deletionTimestamp``, phase ``Terminating``
 objects enter it. This loop then deletes what it holds, kind by kind, through the same rules as
 a client's DELETE (pods on a node wait for their kubelet), and removes the namespace once it is
 empty. It is level-triggered: it looks at every terminating namespace on each pass, so a restart
-of the apiserver mid-way simply resumes.
+of the apiserver mid-way simply resumes. Kinds not kept in etcd (activations) are not its business:
+the gateway deletes a function's records when the function goes, and the function goes with the
+namespace.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class NamespaceReaper:
         """Delete what namespace ``ns`` holds; remove it when empty. True when it is gone."""
         name = ns["metadata"]["name"]
         remaining = 0
-        for rt in registry.RESOURCES:
+        for rt in registry.STORED:
             if not rt.namespaced:
                 continue
             items, _ = await self.objects.list_objects(rt, name)
@@ -66,7 +68,7 @@ class NamespaceReaper:
         if remaining:
             # Re-check soon: graceful deletions finish on their own clock.
             items_left = 0
-            for rt in registry.RESOURCES:
+            for rt in registry.STORED:
                 if rt.namespaced:
                     items_left += len((await self.objects.list_objects(rt, name))[0])
             if items_left:

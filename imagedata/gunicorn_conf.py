@@ -1,8 +1,9 @@
 """gunicorn settings of a function instance (read by ``python3 -m imagedata``; valid for gunicorn 20.1+).
 
 Sync workers: one call at a time per worker, in the worker's main thread, which is what lets a call's
-timeout be a SIGALRM (see ``imagedata.app``). The app is imported in each worker (no preload), so each
-worker imports ``main.py`` once before it takes requests.
+timeout be a SIGALRM (see ``imagedata.app``). The app (Flask and the user's ``main.py``) is imported once
+in the master before it forks the workers (``preload_app``): a cold start pays for one import instead of
+one per worker competing for the CPU, and the workers share those pages.
 """
 
 import math
@@ -14,6 +15,7 @@ _settings = Settings.from_env()
 bind = [f"0.0.0.0:{_settings.port}"]
 workers = _settings.workers
 worker_class = "sync"
+preload_app = True
 # gunicorn kills a worker that is silent for `timeout` seconds; the call's own SIGALRM must act first,
 # so the worker answers 504 and lives on.
 timeout = math.ceil(_settings.timeout) + 30

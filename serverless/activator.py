@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
+from serverless.forward import Forwarder, ForwardError
 
 log = logging.getLogger("minik8s.serverless.activator")
 
@@ -113,18 +113,19 @@ ColdCallback = Callable[[str], Any]
 
 
 class HttpProber:
-    """``GET http://IP:PORT/healthz`` → True on 200; any error or other status → False."""
+    """``GET http://IP:PORT/healthz`` → True on 200; any error or other status → False. ``http`` is the
+    gateway's :class:`serverless.forward.Forwarder` (the probes share its connection pool)."""
 
-    def __init__(self, http: httpx.AsyncClient, *, timeout: float = PROBE_TIMEOUT) -> None:
+    def __init__(self, http: Forwarder, *, timeout: float = PROBE_TIMEOUT) -> None:
         self.http = http
         self.timeout = timeout
 
     async def __call__(self, instance: Instance) -> bool:
         try:
             response = await self.http.get(f"{instance.url}/healthz", timeout=self.timeout)
-        except httpx.HTTPError:
+        except ForwardError:
             return False
-        return response.status_code == 200
+        return response.status == 200
 
 
 @dataclass(eq=False)

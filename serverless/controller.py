@@ -221,6 +221,10 @@ class FunctionController:
             inf.add_handler(on_add=self._enqueue_owner, on_update=lambda _old, new: self._enqueue_owner(new),
                             on_delete=self._enqueue_owner)
         self.builds = 0  # finished builds (successful or not), for metrics and tests
+        # key → (codeDigest, image) of this controller's last successful build. Our own status write may not
+        # be in the informer's cache yet when the next event (the finalizer patch, the Deployment we just
+        # created) syncs the key again; the status of record still catches up, this only saves a rebuild.
+        self._built: dict[str, tuple[str, str]] = {}
         self._stop = asyncio.Event()
 
     # --- event handlers (short: they only enqueue keys) ----------------------------------------------
@@ -272,12 +276,14 @@ class FunctionController:
         """Converge the Function ``key`` ("ns/name"). Raises on a failure worth retrying (with back-off)."""
         cached = self.functions.indexer.get(key)
         if cached is None:
+            self._built.pop(key, None)
             return
         fn = copy.deepcopy(cached)
         meta = _meta(fn)
         ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
         finalizers = [f for f in meta.get("finalizers") or [] if isinstance(f, str)]
         if meta.get("deletionTimestamp"):
+            self._built.pop(key, None)
             if IMAGES_FINALIZER in finalizers:
                 removed = await asyncio.to_thread(self.builder.delete_images, ns, name)
                 log.info("function %s deleted: removed %d image manifests", key, removed)
@@ -292,6 +298,8 @@ class FunctionController:
         spec = fn.get("spec") or {}
         digest = spec.get("codeDigest") or ""
         image, built_from = status.get("image") or "", status.get("codeDigest") or ""
+        if digest and digest != built_from and self._built.get(key, ("", ""))[0] == digest:
+            built_from, image = self._built[key]
 
         if not digest:
             if not image:
@@ -322,6 +330,7 @@ class FunctionController:
                 else:
                     self.builds += 1
                     image, built_from = result.image, digest
+                    self._built[key] = (digest, image)
                     conditions = _set_condition(conditions, "Built", "True", BUILT,
                                                 f"built {result.tag} in {float(result.seconds):.1f}s",
                                                 generation=generation)

@@ -5,7 +5,8 @@
     POST /function/NS/NAME[?async=true]
       Function in the cache?  no → 404        status.image?  no → 503 "not built yet"
       autoscaler.request_started ─▶ activator.acquire (held while cold; 503 queue full, 504 held too long)
-        ─▶ POST http://IP:8080/  (one shared httpx.AsyncClient, timeout = spec.timeout + 1 s)
+        ─▶ POST http://IP:8080/  (one shared aiohttp session, serverless/forward.py; total timeout =
+                                  spec.timeout + 1 s; the answer is read fully)
              connection refused / connect timeout → the call never started: mark the instance
                                                     unreachable and retry once on another
              past the timeout → 504        other transport error → 502
@@ -14,10 +15,16 @@
       ─▶ activator.release, autoscaler.request_finished, one activation record
     POST /-/code/NS/NAME?filename=F&entryPoint=E   builder.store_code in a thread → 201 FunctionCode
                                                    (CodeError → Status 400 / 413)
+    GET    /-/activations[/NS][?labelSelector=minik8s.io/function=NAME&limit=N]   ActivationList, newest first
+    GET    /-/activations/NS/ID      DELETE /-/activations/NS/ID                   Activation (404 Status)
+                                   the records of serverless/activations.py, read in a thread
     GET /healthz   200 once the caches are synced      GET /metrics   Prometheus text
 
-Errors of the call path are JSON ``{"error": message}``; those of the code path are Kubernetes
-``Status`` bodies (the apiserver proxies them to ``minictl`` verbatim).
+The call path is served with plain ASGI messages (no Starlette Request/Response objects): it is
+the warm path, and the gateway's own share of a call's CPU is kept small (the rest is uvicorn and
+the aiohttp forward). Errors of the call path are JSON ``{"error": message}``; those of the code and
+activation paths are Kubernetes ``Status`` bodies (the apiserver proxies them to ``minictl`` and
+kubectl verbatim).
 """
 
 from __future__ import annotations
@@ -26,27 +33,38 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import unquote_to_bytes
 
-import httpx
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from minik8s.errors import ApiError, BadRequest, MethodNotAllowed, RequestEntityTooLarge, ServiceUnavailable
+from minik8s.errors import (
+    ApiError,
+    BadRequest,
+    MethodNotAllowed,
+    NotFound,
+    RequestEntityTooLarge,
+    ServiceUnavailable,
+)
+from serverless.activations import FUNCTION_LABEL, ActivationStore
 from serverless.activator import Activator, Clock, HoldTimeout, QueueFull, ShuttingDown, SystemClock
 from serverless.autoscaler import DEFAULT_TIMEOUT
 from serverless.code import CodeError
+from serverless.forward import Forwarder, ForwardError, ForwardTimeout, Reply, Unreachable
 
 log = logging.getLogger("minik8s.serverless.gateway")
 
 ACTIVATION_HEADER = "X-Minik8s-Activation-Id"
+ACTIVATION_HEADER_RAW = ACTIVATION_HEADER.lower().encode()
 LOGS_HEADER = "X-Minik8s-Logs"
 DURATION_HEADER = "X-Minik8s-Duration-Ms"
 MAX_RESULT_CHARS = 4096
@@ -92,6 +110,29 @@ class Metrics:
         self.duration = Histogram("gateway_request_duration_seconds", "Function call latency at the gateway",
                                   labels, registry=reg,
                                   buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120))
+        # labels() hashes and locks on every call: the warm path looks its children up here instead.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def in_flight_of(self, ns: str, name: str) -> Any:
+        key = ("in_flight", ns, name)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.in_flight.labels(ns, name)
+        return child
+
+    def duration_of(self, ns: str, name: str) -> Any:
+        key = ("duration", ns, name)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.duration.labels(ns, name)
+        return child
+
+    def requests_of(self, ns: str, name: str, code: int) -> Any:
+        key = ("requests", ns, name, code)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.requests.labels(ns, name, str(code))
+        return child
 
 
 @dataclass
@@ -140,8 +181,24 @@ def decode_logs(header: str | None) -> str:
     return raw.decode("utf-8", errors="replace")[:MAX_LOG_CHARS]
 
 
+_SECOND: list[Any] = [None, ""]  # (the whole second last formatted, its text): one strftime per second
+
+
 def _timestamp(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 with microseconds, UTC (``2024-01-01T00:00:01.123456Z``)."""
+    whole = int(t)
+    if _SECOND[0] != whole:
+        _SECOND[0], _SECOND[1] = whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_SECOND[1]}.{min(999_999, int((t - whole) * 1_000_000)):06d}Z"
+
+
+def _is_async(query_string: bytes) -> bool:
+    """``?async=true`` (or 1 / yes) in a raw query string."""
+    for pair in query_string.split(b"&"):
+        key, _, value = pair.partition(b"=")
+        if key == b"async":
+            return unquote_to_bytes(value).decode("latin-1").lower() in ("1", "true", "yes")
+    return False
 
 
 def _number(value: Any, default: float) -> float:
@@ -152,11 +209,13 @@ class Gateway:
     """The ASGI app (see the module docstring). ``ready()`` tells ``/healthz`` the caches are synced.
 
     ``http`` is the one client every forwarded call shares (its pool keeps connections to the
-    pods alive); the gateway never closes it.
+    pods alive); the gateway never closes it. ``store`` holds the activation records the
+    ``/-/activations`` routes serve (none: they answer 503).
     """
 
     def __init__(self, *, functions: FunctionLookup, activator: Activator, autoscaler: RequestMetrics,
-                 recorder: Recorder, http: httpx.AsyncClient, builder: CodeStore | None = None,
+                 recorder: Recorder, http: Forwarder, builder: CodeStore | None = None,
+                 store: ActivationStore | None = None,
                  activator_timeout: float = 60.0, max_code_bytes: int = DEFAULT_MAX_CODE_BYTES,
                  ready: Callable[[], bool] | None = None, clock: Clock | None = None,
                  metrics_registry: CollectorRegistry | None = None) -> None:
@@ -166,6 +225,7 @@ class Gateway:
         self.recorder = recorder
         self.http = http
         self.builder = builder
+        self.store = store
         self.activator_timeout = activator_timeout
         self.max_code_bytes = max_code_bytes
         self.ready = ready or (lambda: True)
@@ -178,6 +238,13 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            path: str = scope["path"]
+            if scope["method"] == "POST" and path.startswith("/function/"):
+                parts = path.strip("/").split("/")
+                if len(parts) == 3:
+                    # The warm path: plain ASGI messages, no Request/Response objects.
+                    await self._call_asgi(scope, receive, send, parts[1], parts[2])
+                    return
             response = await self.handle(Request(scope, receive))
             await response(scope, receive, send)
         elif scope["type"] == "lifespan":
@@ -201,6 +268,8 @@ class Gateway:
                 if method != "POST":
                     return _json(MethodNotAllowed(f"method {method} not allowed; use POST").to_status(), 405)
                 return await self.upload(request, parts[2], parts[3])
+            if parts[:2] == ["-", "activations"] and len(parts) <= 4:
+                return await self.activations(request, parts[2:])
             if parts == ["healthz"] and method in ("GET", "HEAD"):
                 ok = self.ready()
                 return Response("ok" if ok else "caches not synced", 200 if ok else 503, media_type="text/plain")
@@ -214,25 +283,59 @@ class Gateway:
     # --- calls ----------------------------------------------------------------------------------
 
     async def call(self, request: Request, ns: str, name: str) -> Response:
-        """``POST /function/NS/NAME``: see the module docstring."""
+        """``POST /function/NS/NAME``: see the module docstring (``__call__`` takes :meth:`_call_asgi`)."""
+        status, headers, body = await self.call_raw(ns, name, await request.body(),
+                                                    request.scope.get("query_string", b""),
+                                                    request.headers.get("content-type"))
+        return Response(body, status, headers={k.decode("latin-1"): v.decode("latin-1") for k, v in headers})
+
+    async def _call_asgi(self, scope: Scope, receive: Receive, send: Send, ns: str, name: str) -> None:
+        try:
+            chunks: list[bytes] = []
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+            content_type = None
+            for k, v in scope["headers"]:
+                if k == b"content-type":
+                    content_type = v.decode("latin-1")
+                    break
+            status, headers, body = await self.call_raw(ns, name, b"".join(chunks), scope.get("query_string", b""),
+                                                        content_type)
+        except Exception:
+            log.exception("POST %s failed", scope["path"])
+            status, body = 500, orjson.dumps({"error": "internal error in the gateway"})
+            headers = [(b"content-type", b"application/json")]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def call_raw(self, ns: str, name: str, body: bytes, query_string: bytes,
+                       content_type: str | None) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """One call: (status, headers without content-length, body)."""
         key = f"{ns}/{name}"
         function = self.functions.get(key)
         if function is None:
-            self.metrics.requests.labels(ns, name, "404").inc()
-            return _json({"error": f"function {key} not found"}, 404)
-        body = await request.body()
+            self.metrics.requests_of(ns, name, 404).inc()
+            return 404, [(b"content-type", b"application/json")], orjson.dumps({"error": f"function {key} not found"})
         activation_id = uuid.uuid4().hex
-        is_async = request.query_params.get("async", "").lower() in ("1", "true", "yes")
-        content_type = request.headers.get("content-type") or "application/json"
-        if is_async:
+        raw_id = activation_id.encode()
+        content_type = content_type or "application/json"
+        if query_string and _is_async(query_string):
             task = asyncio.ensure_future(self.run_call(key, function, body, activation_id, content_type,
                                                        is_async=True))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
-            return _json({"activationId": activation_id}, 202, {ACTIVATION_HEADER: activation_id})
+            return 202, [(b"content-type", b"application/json"), (ACTIVATION_HEADER_RAW, raw_id)], \
+                orjson.dumps({"activationId": activation_id})
         outcome = await self.run_call(key, function, body, activation_id, content_type, is_async=False)
-        headers = {ACTIVATION_HEADER: activation_id, **outcome.headers}
-        return Response(outcome.body, outcome.status_code, headers=headers, media_type=outcome.content_type)
+        headers = [(b"content-type", outcome.content_type.encode("latin-1")), (ACTIVATION_HEADER_RAW, raw_id)]
+        headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in outcome.headers.items()]
+        return outcome.status_code, headers, outcome.body
 
     async def run_call(self, key: str, function: dict[str, Any], body: bytes, activation_id: str,
                        content_type: str, *, is_async: bool) -> Outcome:
@@ -240,7 +343,8 @@ class Gateway:
         ns, _, name = key.partition("/")
         start_wall, start = self.clock.time(), self.clock.monotonic()
         self.autoscaler.request_started(key)
-        self.metrics.in_flight.labels(ns, name).inc()
+        in_flight = self.metrics.in_flight_of(ns, name)
+        in_flight.inc()
         try:
             if not (function.get("status") or {}).get("image"):
                 outcome = _failure(503, "unavailable", f"function {key} is not built yet")
@@ -252,10 +356,10 @@ class Gateway:
             outcome = _failure(500, "error", f"gateway error: {exc}")
         finally:
             self.autoscaler.request_finished(key)
-            self.metrics.in_flight.labels(ns, name).dec()
+            in_flight.dec()
         elapsed = self.clock.monotonic() - start
-        self.metrics.requests.labels(ns, name, str(outcome.status_code)).inc()
-        self.metrics.duration.labels(ns, name).observe(elapsed)
+        self.metrics.requests_of(ns, name, outcome.status_code).inc()
+        self.metrics.duration_of(ns, name).observe(elapsed)
         text = outcome.body.decode("utf-8", errors="replace")
         self.recorder.record({
             "id": activation_id, "namespace": ns, "function": name, "start": _timestamp(start_wall),
@@ -296,7 +400,7 @@ class Gateway:
                 init_ms += (self.clock.monotonic() - began) * 1000.0
             try:
                 response = await self._forward(instance.url, body, activation_id, content_type, timeout)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            except Unreachable as exc:
                 # The call never reached the function, so running it elsewhere is safe.
                 self.activator.mark_unreachable(instance)
                 if not retried:
@@ -305,27 +409,27 @@ class Gateway:
                     continue
                 return _failure(502, "error", f"function {key}: instance {instance.ip} is unreachable: {exc}",
                                 pod=instance.pod, init_ms=init_ms)
-            except (TimeoutError, httpx.TimeoutException):
+            except (TimeoutError, ForwardTimeout):
                 return _failure(504, "timeout", f"function {key} timed out after {timeout:g}s",
                                 pod=instance.pod, init_ms=init_ms)
-            except httpx.HTTPError as exc:
+            except ForwardError as exc:
                 return _failure(502, "error", f"function {key}: instance {instance.ip} failed: {exc}",
                                 pod=instance.pod, init_ms=init_ms)
             finally:
                 self.activator.release(instance)
-            headers = {DURATION_HEADER: response.headers[DURATION_HEADER]} if DURATION_HEADER in response.headers \
-                else {}
-            return Outcome(response.status_code, response.content,
-                           content_type=response.headers.get("content-type") or "application/octet-stream",
-                           state=state_of(response.status_code), pod=instance.pod,
-                           logs=decode_logs(response.headers.get(LOGS_HEADER)), init_ms=init_ms, headers=headers)
+            answer = response.headers
+            duration = answer.get(DURATION_HEADER)
+            headers = {DURATION_HEADER: duration} if duration is not None else {}
+            return Outcome(response.status, response.body,
+                           content_type=answer.get("Content-Type") or "application/octet-stream",
+                           state=state_of(response.status), pod=instance.pod,
+                           logs=decode_logs(answer.get(LOGS_HEADER)), init_ms=init_ms, headers=headers)
 
     async def _forward(self, url: str, body: bytes, activation_id: str, content_type: str,
-                       timeout: float) -> httpx.Response:
-        limit = timeout + TIMEOUT_SLACK
-        async with asyncio.timeout(limit):  # httpx's timeouts are per phase; this bounds the whole call
-            return await self.http.post(f"{url}/", content=body, timeout=limit,
-                                        headers={"Content-Type": content_type, ACTIVATION_HEADER: activation_id})
+                       timeout: float) -> Reply:
+        # One total timeout bounds connect, send and the whole answer.
+        return await self.http.post(f"{url}/", body, {"Content-Type": content_type, ACTIVATION_HEADER: activation_id},
+                                    timeout=timeout + TIMEOUT_SLACK)
 
     async def drain(self, timeout: float = DRAIN_TIMEOUT) -> None:
         """Wait (bounded) for background calls, then cancel the rest; their records are still queued."""
@@ -364,3 +468,72 @@ class Gateway:
         log.info("stored code of %s/%s: %s (%d bytes)", ns, name, info.digest, info.size)
         return _json({"kind": "FunctionCode", "apiVersion": "minik8s.io/v1", "codeDigest": info.digest,
                       "size": info.size, "files": info.files, "requirements": info.requirements}, 201)
+
+    # --- activation records ---------------------------------------------------------------------
+
+    async def activations(self, request: Request, rest: list[str]) -> Response:
+        """``GET /-/activations[/NS[/ID]]`` and ``DELETE /-/activations/NS/ID``: the records in the
+        store, in Kubernetes shapes (an ActivationList newest first, an Activation, a Status)."""
+        try:
+            return await self._activations(request, rest)
+        except ApiError as err:
+            return _json(err.to_status(), err.code)
+
+    async def _activations(self, request: Request, rest: list[str]) -> Response:
+        method = request.method
+        if self.store is None:
+            raise ServiceUnavailable("this gateway keeps no activation records")
+        if not all(rest):
+            raise NotFound("the server could not find the requested resource")
+        store = self.store
+        if len(rest) == 2:
+            ns, name = rest
+            if method == "GET":
+                raw = await asyncio.to_thread(store.get, ns, name)
+            elif method == "DELETE":
+                raw = await asyncio.to_thread(store.delete, ns, name)
+            else:
+                raise MethodNotAllowed(f"method {method} not allowed on an activation; use GET or DELETE")
+            if raw is None:
+                raise NotFound(f'{ACTIVATIONS_QUALIFIED} "{name}" not found', kind="activations", name=name,
+                               group="minik8s.io")
+            return Response(raw, 200, media_type="application/json")
+        if method != "GET":
+            raise MethodNotAllowed(f"method {method} not allowed on a list of activations; use GET")
+        q = request.query_params
+        function = function_of_selector(q.get("labelSelector", ""))
+        if q.get("fieldSelector", "").strip():
+            raise BadRequest("fieldSelector is not supported on activations")
+        limit = _limit(q.get("limit", ""))
+        items, rv = await asyncio.to_thread(store.list, rest[0] if rest else None, function, limit)
+        body = b"".join((b'{"kind":"ActivationList","apiVersion":"minik8s.io/v1","metadata":{"resourceVersion":',
+                         orjson.dumps(rv), b'},"items":[', b",".join(items), b"]}"))
+        return Response(body, 200, media_type="application/json")
+
+
+ACTIVATIONS_QUALIFIED = "activations.minik8s.io"
+_SELECTOR = re.compile(r"\s*" + re.escape(FUNCTION_LABEL) + r"\s*==?\s*([^\s,=!]*)\s*")
+
+
+def function_of_selector(selector: str) -> str | None:
+    """The function a ``labelSelector`` names (``minik8s.io/function=NAME`` or ``==``); None for an
+    empty one. Any other selector is a ``BadRequest``: the records carry only that label."""
+    if not selector.strip():
+        return None
+    m = _SELECTOR.fullmatch(selector)
+    if m is None:
+        raise BadRequest(f'labelSelector "{selector}" is not supported on activations: '
+                         f"only {FUNCTION_LABEL}=NAME")
+    return m.group(1)
+
+
+def _limit(text: str) -> int | None:
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f"limit must be a non-negative integer, not {text!r}") from None
+    if value < 0:
+        raise BadRequest(f"limit must be a non-negative integer, not {text!r}")
+    return value or None

@@ -7,7 +7,8 @@
         functions                              ─▶ autoscaler.restore (first sight) / forget
     uvicorn (uvloop, httptools) serving Gateway on --bind-address:--port
     autoscaler.run()          every --tick seconds
-    recorder.run()            activation writes every --activation-flush-interval seconds
+    recorder.run()            activation records to --state-dir/activations.db (SQLite) every
+                              --activation-flush-interval seconds; served at /-/activations
     FunctionController.run()  builds images, owns Deployment/Service NAME
 
 The first SIGTERM/SIGINT stops gently: uvicorn stops accepting and lets calls in flight finish,
@@ -24,10 +25,10 @@ import os
 import signal
 from collections.abc import Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 import uvicorn
 import uvloop
 from prometheus_client import CollectorRegistry
@@ -36,16 +37,18 @@ from minik8s.api import registry
 from minik8s.client.config import ConfigError, load_config
 from minik8s.client.informer import Informer, object_key
 from minik8s.client.rest import AsyncApiClient
-from serverless.activations import ActivationRecorder
+from minik8s.cluster.layout import resolve_home
+from serverless.activations import DB_NAME, ActivationRecorder, ActivationStore
 from serverless.activator import Activator, HttpProber
 from serverless.autoscaler import Autoscaler, ScaleParams
+from serverless.forward import Forwarder
 from serverless.gateway import DEFAULT_MAX_CODE_BYTES, Gateway
 
 log = logging.getLogger("minik8s.serverless")
 
 FUNCTION_LABEL = "minik8s.io/function"
-# Connections kept open to function pods: enough for a few hundred concurrent calls.
-HTTP_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+# Connections open at once to function pods: enough for a few hundred concurrent calls.
+HTTP_CONNECTIONS = 1000
 # Calls in flight get this long to finish after the first signal (then uvicorn closes them).
 GRACEFUL_SHUTDOWN = 10
 
@@ -68,6 +71,7 @@ class GatewayConfig:
     activator_timeout: float = 60.0
     activation_flush_interval: float = 1.0
     activation_retention: int = 1000
+    state_dir: str = ""  # activations.db lives here; "" = $MINIK8S_HOME/gateway
     max_code_bytes: int = DEFAULT_MAX_CODE_BYTES
     log_level: str = "info"
 
@@ -102,17 +106,19 @@ DEFAULTS = GatewayConfig()
               type=click.FloatRange(min=0.01), help="Seconds between writes of activation records.")
 @click.option("--activation-retention", default=DEFAULTS.activation_retention, type=click.IntRange(1),
               help="Activation records kept per function.")
+@click.option("--state-dir", default=None, help="Folder of the gateway's own state (activations.db) "
+                                                "[default: $MINIK8S_HOME/gateway].")
 @click.option("--max-code-bytes", default=DEFAULTS.max_code_bytes, type=click.IntRange(1),
               help="Largest accepted code upload.")
 @click.option("--log-level", default=DEFAULTS.log_level, type=click.Choice(["debug", "info", "warning", "error"]))
 def main(apiserver: str | None, registry_url: str, bind_address: str, port: int, advertise_url: str | None,
          stable_window: float, panic_window_percentage: float, panic_threshold_percentage: float, tick: float,
          scale_down_delay: float, activator_queue: int, activator_timeout: float, activation_flush_interval: float,
-         activation_retention: int, max_code_bytes: int, log_level: str) -> None:
+         activation_retention: int, state_dir: str | None, max_code_bytes: int, log_level: str) -> None:
     """Run the serverless gateway: HTTP trigger, activator, autoscaler, activations, function controller."""
     logging.basicConfig(level=log_level.upper(),
                         format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
-    # httpx logs every request at INFO: on the warm path (a forward per call) that is a log line per call.
+    # httpx (the API client) logs every request at INFO: one line per status patch or list.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         server = load_config(server=apiserver).server
@@ -124,9 +130,15 @@ def main(apiserver: str | None, registry_url: str, bind_address: str, port: int,
         panic_window_percentage=panic_window_percentage, panic_threshold_percentage=panic_threshold_percentage,
         tick=tick, scale_down_delay=scale_down_delay, activator_queue=activator_queue,
         activator_timeout=activator_timeout, activation_flush_interval=activation_flush_interval,
-        activation_retention=activation_retention, max_code_bytes=max_code_bytes, log_level=log_level)
+        activation_retention=activation_retention, state_dir=str(default_state_dir(state_dir)),
+        max_code_bytes=max_code_bytes, log_level=log_level)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve(config))
+
+
+def default_state_dir(state_dir: str | None = None) -> Path:
+    """``--state-dir`` as an absolute path; without one, ``gateway`` under the cluster home."""
+    return Path(state_dir).expanduser().resolve() if state_dir else resolve_home() / "gateway"
 
 
 class _Server(uvicorn.Server):
@@ -153,7 +165,8 @@ class GatewayDaemon:
         self.config = config
         self.client = client
         self.metrics = CollectorRegistry()
-        self.http = httpx.AsyncClient(limits=HTTP_LIMITS, timeout=config.activator_timeout)
+        self.http = Forwarder(limit=HTTP_CONNECTIONS)
+        self.store = ActivationStore(Path(config.state_dir or default_state_dir()) / DB_NAME)
         self.functions = Informer(client, registry.lookup("functions"), name="gw-functions")
         self.endpoints = Informer(client, registry.lookup("endpoints"), label_selector=FUNCTION_LABEL,
                                   name="gw-endpoints")
@@ -166,14 +179,13 @@ class GatewayDaemon:
             tick=config.tick, metrics_registry=self.metrics)
         self.activator = Activator(prober=HttpProber(self.http), on_cold=self.autoscaler.poke,
                                    queue_size=config.activator_queue)
-        self.recorder = ActivationRecorder(client, flush_interval=config.activation_flush_interval,
-                                           retention=config.activation_retention,
-                                           function_keys=self.functions.indexer.keys, metrics_registry=self.metrics)
+        self.recorder = ActivationRecorder(self.store, flush_interval=config.activation_flush_interval,
+                                           retention=config.activation_retention, metrics_registry=self.metrics)
         self.builder = builder
         self.controller = controller
         self.gateway = Gateway(functions=self.functions.indexer, activator=self.activator,
                                autoscaler=self.autoscaler, recorder=self.recorder, http=self.http,
-                               builder=builder, activator_timeout=config.activator_timeout,
+                               builder=builder, store=self.store, activator_timeout=config.activator_timeout,
                                max_code_bytes=config.max_code_bytes, ready=self.ready,
                                metrics_registry=self.metrics)
         self.functions.add_handler(on_add=self._function_added, on_delete=self._function_deleted)
@@ -182,9 +194,10 @@ class GatewayDaemon:
                                    on_delete=self._endpoints_deleted)
         self.server = _Server(uvicorn.Config(
             self.gateway, host=config.host, port=config.port, loop="uvloop", http="httptools",
-            access_log=False, lifespan="off", log_level=config.log_level, server_header=False,
+            access_log=False, lifespan="off", log_level=config.log_level, server_header=False, proxy_headers=False,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN))
         self._stop = asyncio.Event()
+        self._forgets: set[asyncio.Task[Any]] = set()
 
     def ready(self) -> bool:
         return self.functions.has_synced() and self.endpoints.has_synced()
@@ -203,6 +216,29 @@ class GatewayDaemon:
         key = object_key(function)
         self.autoscaler.forget(key)
         self.activator.remove(key)
+        ns, _, name = key.partition("/")
+        self._spawn(self.recorder.forget(ns, name), f"forget activations of {key}")
+
+    def _spawn(self, work: Any, what: str) -> None:
+        async def logged() -> None:
+            try:
+                await work
+            except Exception:
+                log.exception("%s failed", what)
+
+        task = asyncio.ensure_future(logged())
+        self._forgets.add(task)
+        task.add_done_callback(self._forgets.discard)
+
+    async def _prune_activations(self) -> None:
+        """Once the functions are listed: drop the records of functions deleted while we were down."""
+        while not self.functions.has_synced():
+            if self._stop.is_set():
+                return
+            await asyncio.sleep(0.1)
+        gone = await self.recorder.prune(self.functions.indexer.keys())
+        if gone:
+            log.info("deleted %d activation records of functions that no longer exist", gone)
 
     def _endpoints_changed(self, endpoints: dict[str, Any]) -> None:
         key = _function_key_of_endpoints(endpoints)
@@ -221,6 +257,7 @@ class GatewayDaemon:
         background = [asyncio.create_task(self.functions.run(), name="gw-functions"),
                       asyncio.create_task(self.endpoints.run(), name="gw-endpoints"),
                       asyncio.create_task(self.autoscaler.run(), name="autoscaler")]
+        self._spawn(self._prune_activations(), "pruning activation records")
         recorder = asyncio.create_task(self.recorder.run(), name="activations")
         controller = asyncio.create_task(self.controller.run(), name="function-controller") \
             if self.controller is not None else None
@@ -249,7 +286,9 @@ class GatewayDaemon:
             await asyncio.gather(recorder, *background, *([controller] if controller else []),
                                  return_exceptions=True)
             await self.activator.stop()
-            await self.http.aclose()
+            await asyncio.gather(*self._forgets, return_exceptions=True)
+            await self.http.close()
+            await asyncio.to_thread(self.store.close)
 
     def stop(self) -> None:
         self._stop.set()

@@ -25,6 +25,9 @@ class ResourceType:
     categories: tuple[str, ...] = ()
     subresources: tuple[str, ...] = ()  # e.g. "status", "scale", "binding", "log", "code"
     verbs: tuple[str, ...] = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+    # False: not stored in etcd; the apiserver proxies it to the process that keeps it (activations:
+    # the serverless gateway). Watch caches, the namespace reaper and the GC leave such kinds alone.
+    in_etcd: bool = True
 
     @property
     def api_version(self) -> str:
@@ -77,10 +80,15 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType("networking.k8s.io", "v1", "Ingress", "ingresses", True, ("ing",), (), ("status",)),
     # functions/code: POST the code (a .py or .zip); the apiserver proxies it to the serverless gateway.
     ResourceType(MINIK8S_GROUP, "v1", "Function", "functions", True, ("fn", "func"), ("all",), ("status", "code")),
-    # One record per function call, written by the gateway; no status of its own (it is a finished fact).
-    ResourceType(MINIK8S_GROUP, "v1", "Activation", "activations", True, ("act",)),
+    # One record per function call, kept by the serverless gateway (not in etcd): the apiserver proxies
+    # get/list/delete to it (docs/serverless.md, Activation). No status: it is a finished fact.
+    ResourceType(MINIK8S_GROUP, "v1", "Activation", "activations", True, ("act",),
+                 verbs=("delete", "get", "list"), in_etcd=False),
     ResourceType(MINIK8S_GROUP, "v1", "Workflow", "workflows", True, ("wf",), (), ("status",)),
 )
+
+# The kinds the apiserver keeps in etcd (every kind but the proxied ones).
+STORED: tuple[ResourceType, ...] = tuple(r for r in RESOURCES if r.in_etcd)
 
 _BY_GVR = {(r.group, r.version, r.plural): r for r in RESOURCES}
 _BY_KIND = {(r.api_version, r.kind): r for r in RESOURCES}

@@ -1,6 +1,7 @@
-"""Functions and Activations on a real apiserver and etcd: validation answers, CRUD and watch, the
-``functions/NAME/code`` proxy to a (stand-in) serverless gateway, and the function controller with a
-fake builder converging a Function into a Deployment, a Service and a status."""
+"""Functions and Activations on a real apiserver and etcd: validation answers, CRUD and watch, what the
+apiserver refuses on activations (the gateway keeps them), the ``functions/NAME/code`` proxy to a
+(stand-in) serverless gateway, and the function controller with a fake builder converging a Function
+into a Deployment, a Service and a status."""
 
 from __future__ import annotations
 
@@ -171,40 +172,49 @@ def test_function_crud_defaults_and_strict_status(api: httpx.Client, ns: str) ->
     assert api.get(fpath(ns, "add")).status_code == 404
 
 
-def test_activation_crud_list_by_label_and_table(api: httpx.Client, ns: str) -> None:
-    first, second = activation("add"), activation("other", status="error", statusCode=500)
-    for obj in (first, second):
-        r = api.post(apath(ns), json=obj)
-        assert r.status_code == 201, r.text
-    r = api.post(apath(ns), json=activation(status="lost"))
-    assert r.status_code == 422 and r.json()["details"]["causes"][0]["field"] == "spec.status"
-    r = api.post(apath(ns), json={"metadata": {"name": uuid.uuid4().hex}, "spec": {}})
-    assert r.status_code == 422 and r.json()["details"]["causes"][0]["field"] == "spec.function"
-    items = api.get(apath(ns), params={"labelSelector": f"{FUNCTION_LABEL}=add"}).json()
-    assert items["kind"] == "ActivationList" and [i["metadata"]["name"] for i in items["items"]] == \
-        [first["metadata"]["name"]]
-    got = api.get(apath(ns, first["metadata"]["name"])).json()
-    assert got["spec"]["async"] is False and got["spec"]["durationMs"] == 3.5
-    table = api.get(apath(ns), headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}).json()
-    rows = {r["cells"][0]: r["cells"] for r in table["rows"]}
-    assert rows[second["metadata"]["name"]][1:5] == ["other", "error", 500, "3.5ms"]
-    r = api.request("DELETE", apath(ns), params={"labelSelector": f"{FUNCTION_LABEL}=other"})
-    assert r.status_code == 200 and len(r.json()["items"]) == 1
-    assert len(api.get(apath(ns)).json()["items"]) == 1
+def test_activations_are_not_written_or_watched_through_the_apiserver(api: httpx.Client, ns: str) -> None:
+    # The gateway keeps them (docs/serverless.md, Activation): no create, update, patch, watch or
+    # deletecollection here, and nothing reaches etcd.
+    r = api.post(apath(ns), json=activation())
+    assert r.status_code == 405 and r.json()["message"] == "activations are written by the gateway"
+    assert r.json()["kind"] == "Status" and r.json()["reason"] == "MethodNotAllowed"
+    for method in ("PUT", "PATCH"):
+        r = api.request(method, apath(ns, "x" * 32), json=activation(),
+                        headers={"Content-Type": "application/merge-patch+json"})
+        assert r.status_code == 405 and r.json()["message"] == "activations are written by the gateway"
+    r = api.get(apath(ns), params={"watch": "true"})
+    assert r.status_code == 405
+    assert r.json()["message"] == "watch is not supported on activations: the gateway serves them"
+    assert api.get("/apis/minik8s.io/v1/activations", params={"watch": "1"}).status_code == 405
+    assert api.request("DELETE", apath(ns)).status_code == 405
+    discovery = api.get("/apis/minik8s.io/v1").json()
+    entry = next(r for r in discovery["resources"] if r["name"] == "activations")
+    assert sorted(entry["verbs"]) == ["delete", "get", "list"]
 
 
-async def test_functions_and_activations_can_be_watched(fn_apiserver: ApiserverProcess, ns: str) -> None:
+def test_activation_reads_are_503_when_the_gateway_does_not_serve_them(api: httpx.Client, ns: str,
+                                                                       apiserver: ApiserverProcess) -> None:
+    # This module's stand-in gateway has no /-/activations routes: its non-Status refusal is a 503.
+    for r in (api.get(apath(ns)), api.get(apath(ns, "a" * 32)), api.delete(apath(ns, "a" * 32)),
+              api.get("/apis/minik8s.io/v1/activations")):
+        assert r.status_code == 503 and r.json()["reason"] == "ServiceUnavailable", r.text
+        assert "serverless gateway is not available" in r.json()["message"]
+    # An apiserver without --serverless-url says so.
+    r = httpx.get(f"{apiserver.url}{apath('default')}", timeout=10)
+    assert r.status_code == 503 and "no --serverless-url" in r.json()["message"]
+
+
+async def test_functions_can_be_watched(fn_apiserver: ApiserverProcess, ns: str) -> None:
     async with AsyncApiClient(fn_apiserver.url) as client:
-        for rt, obj in ((FN, function("watched")), (registry.lookup("activations"), activation("watched"))):
-            _, rv = await client.list(rt, ns)
-            events = client.watch(rt, ns, resource_version=rv, timeout_seconds=20)
-            first = asyncio.ensure_future(events.__anext__())
-            await asyncio.sleep(0.1)  # the watch is open before the create (a later create is seen either way)
-            created = await client.create(obj, namespace=ns)
-            etype, seen = await asyncio.wait_for(first, 15)
-            await events.aclose()  # type: ignore[attr-defined]
-            assert etype == "ADDED" and seen["metadata"]["uid"] == created["metadata"]["uid"]
-            assert seen["kind"] == rt.kind
+        _, rv = await client.list(FN, ns)
+        events = client.watch(FN, ns, resource_version=rv, timeout_seconds=20)
+        first = asyncio.ensure_future(events.__anext__())
+        await asyncio.sleep(0.1)  # the watch is open before the create (a later create is seen either way)
+        created = await client.create(function("watched"), namespace=ns)
+        etype, seen = await asyncio.wait_for(first, 15)
+        await events.aclose()  # type: ignore[attr-defined]
+        assert etype == "ADDED" and seen["metadata"]["uid"] == created["metadata"]["uid"]
+        assert seen["kind"] == "Function"
 
 
 # --- the code subresource ----------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The gateway daemon wired to a real apiserver: a Function and its Endpoints (made by hand here, as the
-function and endpoints controllers would) route a call to a local HTTP "instance", the activation is
-written as an Activation object, and a cold call scales the (missing) Deployment without failing."""
+function and endpoints controllers would) route a call to a local HTTP "instance", a cold call scales the
+(missing) Deployment without failing, and the activation record (kept in the gateway's SQLite store) is
+read, shown as a Table and deleted through the apiserver's ``activations`` proxy (--serverless-url);
+deleting the Function deletes its records."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +20,7 @@ import pytest
 
 from minik8s.api import registry
 from minik8s.client.rest import AsyncApiClient
-from minik8s.testing import ApiserverProcess, free_port
+from minik8s.testing import ApiserverProcess, EtcdProcess, free_port
 from serverless.main import GatewayConfig, GatewayDaemon
 
 pytestmark = pytest.mark.timeout(60)
@@ -64,11 +67,27 @@ async def wait_for(predicate: Any, timeout: float = 10.0) -> Any:
         await asyncio.sleep(0.05)
 
 
-async def test_a_call_through_the_daemon_is_answered_and_recorded(apiserver: ApiserverProcess) -> None:
+@pytest.fixture()
+def gateway_port() -> int:
+    return free_port()
+
+
+@pytest.fixture()
+def proxying_apiserver(etcd: EtcdProcess, gateway_port: int) -> Iterator[ApiserverProcess]:
+    """An apiserver whose --serverless-url is the gateway this test starts on ``gateway_port``."""
+    with ApiserverProcess(etcd.endpoint, extra_args=["--compaction-interval", "0", "--serverless-url",
+                                                     f"http://127.0.0.1:{gateway_port}"]) as proc:
+        yield proc
+
+
+async def test_a_call_through_the_daemon_is_answered_and_recorded(proxying_apiserver: ApiserverProcess,
+                                                                 gateway_port: int, tmp_path: Path) -> None:
+    apiserver = proxying_apiserver
     name = f"gw-{uuid.uuid4().hex[:8]}"
-    port = free_port()
+    port = gateway_port
     config = GatewayConfig(apiserver=apiserver.url, registry="http://127.0.0.1:1", port=port,
-                           advertise_url=f"http://127.0.0.1:{port}", activation_flush_interval=0.1)
+                           advertise_url=f"http://127.0.0.1:{port}", activation_flush_interval=0.1,
+                           state_dir=str(tmp_path / "gateway"))
     with instance() as pod_port:
         async with AsyncApiClient(apiserver.url) as client:
             fn = await client.create({"apiVersion": "minik8s.io/v1", "kind": "Function",
@@ -111,6 +130,20 @@ async def test_a_call_through_the_daemon_is_answered_and_recorded(apiserver: Api
                 assert obj["metadata"]["name"] == activation
                 assert obj["spec"]["status"] == "success" and obj["spec"]["pod"] == f"{name}-pod"
                 assert obj["spec"]["initMs"] > 0
+                assert (tmp_path / "gateway" / "activations.db").exists()
+                await check_the_activations_proxy(apiserver.url, name, activation, obj)
+                # Deleting the Function deletes its records (the gateway's function informer).
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                    await http.post(f"/function/default/{name}")
+                await wait_for(recorded)
+                await client.delete(registry.lookup("functions"), name, "default")
+
+                async def forgotten() -> bool:
+                    items, _ = await client.list(registry.lookup("activations"), "default",
+                                                 label_selector=f"minik8s.io/function={name}")
+                    return not items
+
+                await wait_for(forgotten)
             finally:
                 daemon.stop()
                 await asyncio.wait_for(task, 20)
@@ -119,3 +152,38 @@ async def test_a_call_through_the_daemon_is_answered_and_recorded(apiserver: Api
 
 async def _true(value: bool) -> bool:
     return value
+
+
+TABLE = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"}
+
+
+async def check_the_activations_proxy(api_url: str, function: str, activation: str, obj: dict[str, Any]) -> None:
+    """What kubectl and the e2e helpers do, through the apiserver: list, get, Table, delete, and refusals."""
+    base = "/apis/minik8s.io/v1/namespaces/default/activations"
+    async with httpx.AsyncClient(base_url=api_url, timeout=10) as api:
+        r = await api.get(base, params={"labelSelector": f"minik8s.io/function={function}"})
+        assert r.status_code == 200 and r.json()["kind"] == "ActivationList"
+        assert [i["metadata"]["name"] for i in r.json()["items"]] == [activation]
+        everywhere = await api.get("/apis/minik8s.io/v1/activations", params={"limit": "500"})
+        assert activation in {i["metadata"]["name"] for i in everywhere.json()["items"]}
+        got = await api.get(f"{base}/{activation}")
+        assert got.status_code == 200 and got.json() == obj
+        assert got.json()["metadata"]["resourceVersion"] == "1" and got.json()["metadata"]["creationTimestamp"]
+        table = (await api.get(base, params={"labelSelector": f"minik8s.io/function={function}"},
+                               headers=TABLE)).json()
+        assert table["kind"] == "Table"
+        assert [c["name"] for c in table["columnDefinitions"]][:3] == ["Name", "Function", "Status"]
+        assert table["rows"][0]["cells"][:4] == [activation, function, "success", 200]
+        one = (await api.get(f"{base}/{activation}", headers=TABLE)).json()
+        assert one["kind"] == "Table" and one["rows"][0]["cells"][0] == activation
+        r = await api.get(base, params={"labelSelector": "app=web"})
+        assert r.status_code == 400 and r.json()["kind"] == "Status"
+        r = await api.get(base, params={"watch": "true"})
+        assert r.status_code == 405 and "the gateway serves them" in r.json()["message"]
+        r = await api.post(base, json=obj)
+        assert r.status_code == 405 and r.json()["message"] == "activations are written by the gateway"
+        r = await api.delete(f"{base}/{activation}")
+        assert r.status_code == 200 and r.json()["metadata"]["name"] == activation
+        r = await api.get(f"{base}/{activation}")
+        assert r.status_code == 404 and r.json()["reason"] == "NotFound"
+        assert r.json()["message"] == f'activations.minik8s.io "{activation}" not found'

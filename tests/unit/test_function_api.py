@@ -229,3 +229,6 @@ def test_discovery_lists_functions_code_and_activations() -> None:
     assert by_name["functions/status"]["verbs"] == ["get", "patch", "update"]
     assert by_name["activations"]["kind"] == "Activation" and by_name["activations"]["shortNames"] == ["act"]
     assert "activations/status" not in by_name
+    # The gateway keeps them: the apiserver only proxies reads and deletes (no watch, no writes).
+    assert by_name["activations"]["verbs"] == ["delete", "get", "list"]
+    assert not ACT.in_etcd and ACT not in registry.STORED and registry.lookup("functions") in registry.STORED

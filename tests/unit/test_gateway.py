@@ -1,5 +1,6 @@
 """The gateway app, called in-process, in front of a real activator and tiny HTTP "instances" on
-127.0.0.1: forwarding, async calls, activation records, error mapping, code upload."""
+127.0.0.1: forwarding (aiohttp), async calls, activation records and their routes, error mapping,
+code upload."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from serverless.activations import ActivationRecorder, activation_object
+from serverless.activations import ActivationStore, activation_object
 from serverless.activator import Activator, HttpProber
 from serverless.code import CodeError
-from serverless.gateway import Gateway, decode_logs, state_of
+from serverless.forward import Forwarder, ForwardError, ForwardTimeout, Unreachable
+from serverless.gateway import Gateway, _is_async, decode_logs, function_of_selector, state_of
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -139,6 +141,7 @@ class Env:
     recorder: ListRecorder
     metrics: CountingMetrics
     builder: StubBuilder
+    store: ActivationStore
 
 
 def function(name: str = "add", *, image: bool = True, timeout: float = 60) -> dict[str, Any]:
@@ -148,18 +151,20 @@ def function(name: str = "add", *, image: bool = True, timeout: float = 60) -> d
 
 @pytest.fixture()
 async def env() -> AsyncIterator[Env]:
-    pods = httpx.AsyncClient()
+    pods = Forwarder()
     activator = Activator(prober=HttpProber(pods), queue_size=4)
     functions = {KEY: function()}
     recorder, metrics, builder = ListRecorder(), CountingMetrics(), StubBuilder()
+    store = ActivationStore(":memory:")
     gateway = Gateway(functions=functions, activator=activator, autoscaler=metrics, recorder=recorder, http=pods,
-                      builder=builder, activator_timeout=0.3, max_code_bytes=1000)
+                      builder=builder, store=store, activator_timeout=0.3, max_code_bytes=1000)
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=gateway), base_url="http://gateway")
-    yield Env(client, gateway, activator, functions, recorder, metrics, builder)
+    yield Env(client, gateway, activator, functions, recorder, metrics, builder, store)
     await client.aclose()
     await gateway.drain()
     await activator.stop()
-    await pods.aclose()
+    await pods.close()
+    store.close()
 
 
 async def test_a_call_is_forwarded_and_recorded(env: Env, instance_port: int) -> None:
@@ -181,8 +186,12 @@ async def test_a_call_is_forwarded_and_recorded(env: Env, instance_port: int) ->
     assert (env.metrics.started, env.metrics.finished) == (1, 1)
     assert env.activator.instances(KEY)[0].in_flight == 0
     obj = activation_object(rec)
-    assert obj["metadata"] == {"name": activation, "namespace": "default", "labels": {"minik8s.io/function": "add"}}
-    assert obj["kind"] == "Activation" and obj["spec"]["function"] == "add"
+    assert obj["metadata"] == {"name": activation, "namespace": "default", "labels": {"minik8s.io/function": "add"},
+                               "creationTimestamp": rec["start"].split(".")[0] + "Z",
+                               "uid": f"{activation[:8]}-{activation[8:12]}-{activation[12:16]}-"
+                                      f"{activation[16:20]}-{activation[20:]}", "resourceVersion": "1"}
+    assert obj["kind"] == "Activation" and obj["apiVersion"] == "minik8s.io/v1" and obj["spec"]["function"] == "add"
+    assert "id" not in obj["spec"] and "namespace" not in obj["spec"]
 
 
 async def test_long_results_are_truncated_in_the_record_not_in_the_answer(env: Env, instance_port: int) -> None:
@@ -304,97 +313,123 @@ async def test_healthz_metrics_and_unknown_routes(env: Env, instance_port: int) 
 
 
 def test_helpers() -> None:
+    assert [_is_async(q) for q in (b"async=true", b"x=1&async=1", b"async=YES", b"async=false", b"", b"asyncx=1")] == [
+        True, True, True, False, False, False]
     assert decode_logs(base64.b64encode("é\n".encode()).decode()) == "é\n"
     assert decode_logs("***") == "" and decode_logs(None) == ""
     assert [state_of(c) for c in (200, 400, 500, 503, 504)] == [
         "success", "bad-request", "error", "unavailable", "timeout"]
 
 
-# --- the activation recorder (fake client) --------------------------------------------------------
+# --- the activation routes ---------------------------------------------------------------------------
+
+def record(i: int, fn: str = "add", ns: str = "default") -> dict[str, Any]:
+    return {"id": f"{i:032x}", "namespace": ns, "function": fn, "start": f"2024-01-01T00:00:{i:02d}.000000Z",
+            "durationMs": 1.0, "initMs": 0.0, "status": "success", "statusCode": 200, "result": str(i),
+            "truncated": False, "logs": "", "pod": "p", "async": False}
 
 
-class FakeActivationClient:
-    def __init__(self) -> None:
-        self.created: list[dict[str, Any]] = []
-        self.deleted: list[str] = []
-        self.fail_next = 0
-        self.in_flight = 0
-        self.max_in_flight = 0
-
-    async def create(self, obj: dict[str, Any], *, namespace: str | None = None, dry_run: bool = False,
-                     field_validation: str | None = None) -> dict[str, Any]:
-        from minik8s.errors import AlreadyExists, ServiceUnavailable
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            await asyncio.sleep(0.001)
-            if self.fail_next:
-                self.fail_next -= 1
-                raise ServiceUnavailable("busy")
-            if any(o["metadata"]["name"] == obj["metadata"]["name"] for o in self.created):
-                raise AlreadyExists("exists")
-            self.created.append(obj)
-            return obj
-        finally:
-            self.in_flight -= 1
-
-    async def list(self, rt: Any, namespace: str | None = None, *, label_selector: str | None = None,
-                   field_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
-        name = (label_selector or "").split("=", 1)[1]
-        items = [o for o in self.created if o["metadata"]["labels"]["minik8s.io/function"] == name
-                 and o["metadata"]["name"] not in self.deleted]
-        return items, "1"
-
-    async def delete(self, rt: Any, name: str, namespace: str | None = None, **kw: Any) -> dict[str, Any]:
-        self.deleted.append(name)
-        return {}
+async def test_activations_are_listed_newest_first_by_function_and_namespace(env: Env) -> None:
+    env.store.write([record(1), record(3), record(2), record(4, fn="other"), record(5, ns="prod")], retention=10)
+    r = await env.http.get("/-/activations/default")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    doc = r.json()
+    assert doc["kind"] == "ActivationList" and doc["apiVersion"] == "minik8s.io/v1"
+    assert doc["metadata"]["resourceVersion"] == "5"
+    assert [i["metadata"]["name"][-1] for i in doc["items"]] == ["4", "3", "2", "1"]
+    r = await env.http.get("/-/activations/default", params={"labelSelector": "minik8s.io/function=add", "limit": "2"})
+    assert [i["spec"]["result"] for i in r.json()["items"]] == ["3", "2"]
+    r = await env.http.get("/-/activations/default", params={"labelSelector": "minik8s.io/function==other"})
+    assert [i["spec"]["function"] for i in r.json()["items"]] == ["other"]
+    everywhere = (await env.http.get("/-/activations")).json()["items"]
+    assert {i["metadata"]["namespace"] for i in everywhere} == {"default", "prod"} and len(everywhere) == 5
+    assert (await env.http.get("/-/activations/nowhere")).json()["items"] == []
 
 
-def rec(i: int, fn: str = "add") -> dict[str, Any]:
-    return {"id": f"{i:032x}", "namespace": "default", "function": fn, "start": f"2024-01-01T00:00:{i:02d}.000000Z",
-            "status": "success"}
+async def test_one_activation_is_read_and_deleted(env: Env) -> None:
+    env.store.write([record(1)], retention=10)
+    name = f"{1:032x}"
+    r = await env.http.get(f"/-/activations/default/{name}")
+    assert r.status_code == 200 and r.json() == activation_object(record(1))
+    r = await env.http.delete(f"/-/activations/default/{name}")
+    assert r.status_code == 200 and r.json()["metadata"]["name"] == name
+    for method in ("GET", "DELETE"):
+        r = await env.http.request(method, f"/-/activations/default/{name}")
+        assert r.status_code == 404
+        assert r.json() == {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                            "message": f'activations.minik8s.io "{name}" not found', "reason": "NotFound",
+                            "code": 404, "details": {"name": name, "group": "minik8s.io", "kind": "activations"}}
 
 
-ACT_RT = object()
+async def test_activation_routes_refuse_what_they_do_not_serve(env: Env) -> None:
+    for params in ({"labelSelector": "app=web"}, {"labelSelector": "minik8s.io/function!=add"},
+                   {"labelSelector": "minik8s.io/function=add,app=web"}, {"fieldSelector": "metadata.name=x"},
+                   {"limit": "-1"}, {"limit": "many"}):
+        r = await env.http.get("/-/activations/default", params=params)
+        assert r.status_code == 400 and r.json()["kind"] == "Status", params
+    assert (await env.http.post("/-/activations/default", json={})).status_code == 405
+    assert (await env.http.delete("/-/activations/default")).status_code == 405
+    assert (await env.http.put("/-/activations/default/x", json={})).status_code == 405
+    assert (await env.http.get("/-/activations/default/x/y")).status_code == 404
+    env.gateway.store = None
+    r = await env.http.get("/-/activations/default")
+    assert r.status_code == 503 and r.json()["reason"] == "ServiceUnavailable"
 
 
-async def test_recorder_writes_in_parallel_batches_and_retries_transient_failures() -> None:
-    client = FakeActivationClient()
-    recorder = ActivationRecorder(client, rt=ACT_RT, parallel=8)  # type: ignore[arg-type]
-    for i in range(30):
-        recorder.record(rec(i))
-    client.fail_next = 2
-    assert await recorder.flush() == 28
-    assert len(recorder) == 2 and client.max_in_flight <= 8
-    assert await recorder.flush() == 2
-    assert len(client.created) == 30
+def test_function_of_selector() -> None:
+    assert function_of_selector("") is None and function_of_selector("  ") is None
+    assert function_of_selector("minik8s.io/function=add") == "add"
+    assert function_of_selector(" minik8s.io/function == add ") == "add"
 
 
-async def test_recorder_queue_is_bounded_and_drops_the_oldest() -> None:
-    recorder = ActivationRecorder(FakeActivationClient(), max_queue=3, rt=ACT_RT)  # type: ignore[arg-type]
-    for i in range(5):
-        recorder.record(rec(i))
-    assert len(recorder) == 3
-    assert recorder.dropped.labels("queue-full")._value.get() == 2
+# --- the forwarder (aiohttp) ---------------------------------------------------------------------------
+
+async def test_forwarder_reads_the_whole_answer_and_maps_errors(instance_port: int) -> None:
+    fwd = Forwarder()
+    try:
+        url = f"http://127.0.0.1:{instance_port}/"
+        reply = await fwd.post(url, json.dumps({"big": 100_000}).encode(), {"Content-Type": "application/json"},
+                               timeout=5)
+        assert reply.status == 200 and len(reply.body) == 100_002
+        assert reply.headers["x-minik8s-duration-ms"] == "1.5" and reply.headers["Content-Type"] == "application/json"
+        reply = await fwd.post(url, b'{"status": 418}', {"Content-Type": "application/json"}, timeout=5)
+        assert reply.status == 418
+        assert (await fwd.get(f"http://127.0.0.1:{instance_port}/healthz", timeout=5)).status == 200
+        with pytest.raises(Unreachable):
+            await fwd.post(f"http://127.0.0.1:{closed_port()}/", b"{}", {}, timeout=5)
+        with pytest.raises(ForwardTimeout):
+            await fwd.post(url, b'{"sleep": 2}', {"Content-Type": "application/json"}, timeout=0.2)
+        assert issubclass(Unreachable, ForwardError) and issubclass(ForwardTimeout, ForwardError)
+    finally:
+        await fwd.close()
 
 
-async def test_recorder_retention_deletes_the_oldest_beyond_the_limit() -> None:
-    client = FakeActivationClient()
-    recorder = ActivationRecorder(client, retention=3, rt=ACT_RT)  # type: ignore[arg-type]
-    for i in (5, 1, 4, 2, 3):
-        recorder.record(rec(i))
-    recorder.record(rec(9, fn="other"))
-    await recorder.flush()
-    assert await recorder.enforce_retention() == 2
-    assert sorted(client.deleted) == [f"{1:032x}", f"{2:032x}"]
+async def test_forwarder_passes_bodies_as_sent_and_adds_no_encoding(instance_port: int) -> None:
+    seen: list[dict[str, str]] = []
 
+    class Gzipped(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(dict(self.headers))
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            data = b"\x1f\x8b not really gzip"
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
-async def test_recorder_flushes_on_stop() -> None:
-    client = FakeActivationClient()
-    recorder = ActivationRecorder(client, flush_interval=3600, rt=ACT_RT)  # type: ignore[arg-type]
-    task = asyncio.create_task(recorder.run())
-    await asyncio.sleep(0)
-    recorder.record(rec(1))
-    recorder.stop()
-    await asyncio.wait_for(task, 5)
-    assert len(client.created) == 1
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Gzipped)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    fwd = Forwarder()
+    try:
+        reply = await fwd.post(f"http://127.0.0.1:{server.server_address[1]}/", b"{}",
+                               {"Content-Type": "application/json", "X-Minik8s-Activation-Id": "a" * 32}, timeout=5)
+        assert reply.body == b"\x1f\x8b not really gzip"  # auto_decompress=False
+        assert "Accept-Encoding" not in seen[0] and seen[0]["X-Minik8s-Activation-Id"] == "a" * 32
+    finally:
+        await fwd.close()
+        server.shutdown()
+        server.server_close()
