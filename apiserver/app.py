@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from apiserver import discovery, proxy, tables
+from apiserver import discovery, proxy, resource_metrics, tables
 from apiserver.allocators import ip_allocator, port_allocator
 from apiserver.config import Config
 from apiserver.objects import PROTECTED_NAMESPACES, Objects
@@ -101,7 +101,7 @@ class ApiServer:
         cfg = self.config
         _warm_up()
         self.store = await Store.connect(list(cfg.etcd_endpoints))
-        for rt in registry.RESOURCES:
+        for rt in registry.STORED:  # activations live in the gateway (no etcd keys, no cache)
             cache = WatchCache(self.store, rt.key_prefix(None), window=cfg.watch_cache_window)
             await cache.start()
             self.caches[rt.plural] = cache
@@ -173,10 +173,15 @@ class ApiServer:
         start = time.perf_counter()
         verb, resource = request.method, "-"
         try:
-            target = parse_path(request.scope["path"])
-            resource = target.resource_label
-            verb = target.verb(request.method, _flag(request.query_params.get("watch")))
-            response = await self._dispatch(request, target)
+            path = request.scope["path"]
+            if resource_metrics.owns(path):
+                resource = resource_metrics.resource_label(path)
+                response = await self._resource_metrics(request, path)
+            else:
+                target = parse_path(path)
+                resource = target.resource_label
+                verb = target.verb(request.method, _flag(request.query_params.get("watch")))
+                response = await self._dispatch(request, target)
         except ApiError as e:
             response = _error(e)
         except RecursionError:
@@ -212,6 +217,8 @@ class ApiServer:
             return await proxy.pod_exec(objects, ns or "", name, method, request.headers, q, raw)
         if sub == "code" and rt.kind == "Function" and name:
             return await self._function_code(request, ns or "", name)
+        if not rt.in_etcd:  # activations: kept and served by the serverless gateway (apiserver/proxy.py)
+            return await self._activations(request, target)
         if sub in ("exec", "attach", "portforward", "proxy"):
             raise BadRequest("Upgrade request required")
         if sub == "binding":
@@ -269,6 +276,38 @@ class ApiServer:
             obj = await objects.delete(rt, ns, name, options=options, dry_run=dry_run)
             return _json(obj, 200)
         raise MethodNotAllowed(f"{method} is not supported on {rt.plural}{'/' + sub if sub else ''}")
+
+    async def _resource_metrics(self, request: Request, path: str) -> Response:
+        """``/apis/metrics.k8s.io/v1beta1/…``: asked of the kubelets (apiserver/resource_metrics.py)."""
+        if not self.ready or self.objects is None:
+            raise ServiceUnavailable("the apiserver is starting", retry_after=1)
+        return _json(await resource_metrics.serve(self.objects, request.method, path, request.query_params))
+
+    async def _activations(self, request: Request, target: Target) -> Response:
+        """``activations`` (list, all-namespaces list, get, delete): proxied to the serverless gateway's
+        ``/-/activations…`` (apiserver/proxy.py); a Table for kubectl is made here from its answer."""
+        rt = target.rt
+        assert rt is not None
+        q = request.query_params
+        if target.subresource:
+            raise NotFound(f"the server could not find the requested resource ({rt.plural}/{target.subresource})")
+        if request.method == "GET" and _flag(q.get("watch")):
+            raise MethodNotAllowed("watch is not supported on activations: the gateway serves them")
+        if request.method in ("POST", "PUT", "PATCH"):
+            raise MethodNotAllowed("activations are written by the gateway")
+        if request.method == "DELETE" and not target.name:
+            raise MethodNotAllowed("deletecollection is not supported on activations: delete them one by one")
+        if request.method not in ("GET", "DELETE"):
+            raise MethodNotAllowed(f"{request.method} is not supported on activations")
+        answer = await proxy.activations(self.config.serverless_url, request.method, target.namespace, target.name,
+                                         request.scope.get("query_string", b""),
+                                         timeout=self.config.serverless_timeout)
+        if request.method == "GET" and answer.status_code == 200 and self._wants_table(request):
+            doc = orjson.loads(answer.body)
+            items = [doc] if target.name else doc.get("items") or []
+            rv = str((doc.get("metadata") or {}).get("resourceVersion") or "")
+            return _json(tables.table(rt, items, rv, include_object=q.get("includeObject", "Metadata")))
+        return answer
 
     async def _function_code(self, request: Request, namespace: str, name: str) -> Response:
         """``POST …/functions/{name}/code``: proxied to the serverless gateway (apiserver/proxy.py).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from apiserver import resource_metrics
 from minik8s.api import registry
 from minik8s.api.registry import ResourceType
 
@@ -33,10 +34,13 @@ def _group(name: str, versions: list[str]) -> dict[str, Any]:
 
 def api_group_list() -> dict[str, Any]:
     groups = [_group(g, vs) for g, vs in registry.groups().items() if g]
+    groups.append(resource_metrics.group())  # metrics.k8s.io: built from the kubelets, not stored
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
 def api_group(name: str) -> dict[str, Any] | None:
+    if name == resource_metrics.GROUP:
+        return {"kind": "APIGroup", "apiVersion": "v1", **resource_metrics.group()}
     versions = registry.groups().get(name)
     if not name or not versions:
         return None
@@ -64,6 +68,8 @@ _SUBRESOURCE: dict[str, tuple[str, list[str], str, str]] = {
 
 
 def resource_list(group: str, version: str) -> dict[str, Any] | None:
+    if (group, version) == (resource_metrics.GROUP, resource_metrics.VERSION):
+        return resource_metrics.resource_list()
     resources = [r for r in registry.RESOURCES if r.group == group and r.version == version]
     if not resources:
         return None

@@ -11,15 +11,36 @@ import asyncio
 import logging
 import os
 import signal
+from typing import Any
 
 import click
 
+from controllers.hpa import parse_duration
 from controllers.manager import CONTROLLERS, ControllerManager, ManagerConfig
 from minik8s.client.config import ConfigError, load_config
 from minik8s.client.rest import AsyncApiClient
 
 DEFAULTS = ManagerConfig()
 log = logging.getLogger("minik8s.controllers")
+
+
+class Duration(click.ParamType):
+    """Seconds (``15``, ``2.5``) or a Go duration (``15s``, ``5m``, ``1m30s``, ``500ms``), as Kubernetes' flags."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds: float | None = float(value)
+        else:
+            text = str(value).strip()
+            try:
+                seconds = float(text)
+            except ValueError:
+                seconds = parse_duration(text)
+        if seconds is None or seconds < 0:
+            self.fail(f"bad duration {value!r}: use seconds or units like 15s, 5m, 300ms", param, ctx)
+        return seconds
 
 
 @click.command(context_settings={"auto_envvar_prefix": "MINIK8S_CONTROLLER_MANAGER", "show_default": True})
@@ -38,14 +59,30 @@ log = logging.getLogger("minik8s.controllers")
               type=click.IntRange(1), help="Deployment workers.")
 @click.option("--concurrent-gc-syncs", default=DEFAULTS.concurrent_gc_syncs, type=click.IntRange(1),
               help="Garbage collector workers.")
+@click.option("--concurrent-horizontal-pod-autoscaler-syncs", "concurrent_hpa_syncs",
+              default=DEFAULTS.concurrent_hpa_syncs, type=click.IntRange(1), help="HorizontalPodAutoscaler workers.")
+@click.option("--horizontal-pod-autoscaler-sync-period", "hpa_sync_period", default="15s", type=Duration(),
+              help="How often each HorizontalPodAutoscaler is reconciled.")
+@click.option("--horizontal-pod-autoscaler-tolerance", "hpa_tolerance", default=DEFAULTS.hpa_tolerance,
+              type=click.FloatRange(0), help="Usage/target ratios within 1 ± this cause no scaling.")
+@click.option("--horizontal-pod-autoscaler-downscale-stabilization", "hpa_downscale_stabilization", default="5m",
+              type=Duration(), help="Scale-down stabilization window when an HPA's behavior sets none.")
+@click.option("--horizontal-pod-autoscaler-cpu-initialization-period", "hpa_cpu_initialization_period",
+              default="5m", type=Duration(), help="After a pod starts, cpu samples are skipped until it is ready "
+                                                  "and a sample begins after that.")
+@click.option("--horizontal-pod-autoscaler-initial-readiness-delay", "hpa_initial_readiness_delay", default="30s",
+              type=Duration(), help="After a pod starts, readiness changes within this delay count as initial.")
 @click.option("--bind-address", default=DEFAULTS.host, help="Address of /healthz and /metrics (keep it loopback).")
 @click.option("--port", default=DEFAULTS.port, type=click.IntRange(0, 65535),
               help="Port of /healthz and /metrics; 0 turns the server off.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def main(apiserver: str | None, selection: str, min_resync_period: float, concurrent_endpoint_syncs: int,
          concurrent_replicaset_syncs: int, concurrent_deployment_syncs: int, concurrent_gc_syncs: int,
+         concurrent_hpa_syncs: int, hpa_sync_period: float, hpa_tolerance: float, hpa_downscale_stabilization: float,
+         hpa_cpu_initialization_period: float, hpa_initial_readiness_delay: float,
          bind_address: str, port: int, log_level: str) -> None:
-    """Run the cluster's controllers: Endpoints, ReplicaSet, Deployment, garbage collector."""
+    """Run the cluster's controllers: Endpoints, ReplicaSet, Deployment, garbage collector,
+    HorizontalPodAutoscaler."""
     logging.basicConfig(level=log_level.upper(),
                         format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
     try:
@@ -60,7 +97,11 @@ def main(apiserver: str | None, selection: str, min_resync_period: float, concur
                            concurrent_endpoint_syncs=concurrent_endpoint_syncs,
                            concurrent_replicaset_syncs=concurrent_replicaset_syncs,
                            concurrent_deployment_syncs=concurrent_deployment_syncs,
-                           concurrent_gc_syncs=concurrent_gc_syncs, host=bind_address, port=port)
+                           concurrent_gc_syncs=concurrent_gc_syncs, concurrent_hpa_syncs=concurrent_hpa_syncs,
+                           hpa_sync_period=hpa_sync_period or DEFAULTS.hpa_sync_period, hpa_tolerance=hpa_tolerance,
+                           hpa_downscale_stabilization=hpa_downscale_stabilization,
+                           hpa_cpu_initialization_period=hpa_cpu_initialization_period,
+                           hpa_initial_readiness_delay=hpa_initial_readiness_delay, host=bind_address, port=port)
     asyncio.run(_serve(server, config))
 
 

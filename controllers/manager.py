@@ -19,11 +19,21 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from controllers.base import DEFAULT_RESYNC_PERIOD, Controller, ControllerClient, InformerFactory
 from controllers.deployment import DeploymentController
 from controllers.endpoints import EndpointsController
 from controllers.garbagecollector import GarbageCollector
+from controllers.hpa import (
+    DEFAULT_CPU_INITIALIZATION_PERIOD,
+    DEFAULT_DOWNSCALE_STABILIZATION,
+    DEFAULT_INITIAL_READINESS_DELAY,
+    DEFAULT_SYNC_PERIOD,
+    DEFAULT_TOLERANCE,
+    HorizontalController,
+    HPAClient,
+)
 from controllers.replicaset import ReplicaSetController
 
 log = logging.getLogger("minik8s.controllers")
@@ -39,6 +49,12 @@ class ManagerConfig:
     concurrent_replicaset_syncs: int = 5
     concurrent_deployment_syncs: int = 5
     concurrent_gc_syncs: int = 20
+    concurrent_hpa_syncs: int = 5  # --concurrent-horizontal-pod-autoscaler-syncs
+    hpa_sync_period: float = DEFAULT_SYNC_PERIOD  # --horizontal-pod-autoscaler-sync-period 15s
+    hpa_tolerance: float = DEFAULT_TOLERANCE  # --horizontal-pod-autoscaler-tolerance 0.1
+    hpa_downscale_stabilization: float = DEFAULT_DOWNSCALE_STABILIZATION  # ...-downscale-stabilization 5m
+    hpa_cpu_initialization_period: float = DEFAULT_CPU_INITIALIZATION_PERIOD  # ...-cpu-initialization-period 5m
+    hpa_initial_readiness_delay: float = DEFAULT_INITIAL_READINESS_DELAY  # ...-initial-readiness-delay 30s
     host: str = "127.0.0.1"
     port: int = 10252  # the controller-manager's old insecure port; 0 = no HTTP server
 
@@ -50,6 +66,12 @@ CONTROLLERS: dict[str, ControllerFactory] = {
     "replicaset": lambda c, f, cfg: ReplicaSetController(c, f, workers=cfg.concurrent_replicaset_syncs),
     "deployment": lambda c, f, cfg: DeploymentController(c, f, workers=cfg.concurrent_deployment_syncs),
     "garbagecollector": lambda c, f, cfg: GarbageCollector(c, f, workers=cfg.concurrent_gc_syncs),
+    # The HPA reads /scale and metrics.k8s.io with raw requests (AsyncApiClient.request).
+    "horizontalpodautoscaling": lambda c, f, cfg: HorizontalController(
+        cast(HPAClient, c), f, workers=cfg.concurrent_hpa_syncs, sync_period=cfg.hpa_sync_period,
+        tolerance=cfg.hpa_tolerance, downscale_stabilization=cfg.hpa_downscale_stabilization,
+        cpu_initialization_period=cfg.hpa_cpu_initialization_period,
+        initial_readiness_delay=cfg.hpa_initial_readiness_delay),
 }
 
 

@@ -7,7 +7,8 @@
     resync ticker (every sync-frequency) ──every pod──────────┘        (dispatch: API object by uid, else kill)
     NodeStatusManager ── register, heartbeat every node-status-update-frequency
     EventRecorder     ── writes Events in the background
-    server            ── the kubelet API on 127.0.0.1:--port (logs, exec, healthz, metrics)
+    MetricsSampler    ── CRI stats every --metrics-resolution → /stats/summary (kubelet/metrics.py)
+    server            ── the kubelet API on 127.0.0.1:--port (logs, exec, healthz, metrics, stats/summary)
 
 Three sources, one decision: ``_dispatch(uid)`` looks the uid up in the informer's cache. A pod
 there is synced (or terminated, when it carries a ``deletionTimestamp``); a uid the runtime has but
@@ -35,6 +36,7 @@ from kubelet import cgroups
 from kubelet import runtime as rt
 from kubelet.gc import GCPolicy, NodeGC
 from kubelet.logrotate import LogRotator
+from kubelet.metrics import MetricsSampler
 from kubelet.node_status import MachineObserver, NodeStatusManager, PressureMonitor, parse_eviction, parse_reserved
 from kubelet.pod_worker import FORCE_KILL_GRACE, Metrics, PodSyncer, PodWorkers, SyncSettings
 from kubelet.status import EventRecorder, StatusManager
@@ -91,6 +93,11 @@ class KubeletConfig:
     runtime_request_timeout: float = 10.0
     # Readiness probing right after a container starts, until its first success (Kubernetes: periodSeconds).
     readiness_fast_interval: float = 0.05
+    # Resource metrics (kubelet/metrics.py): how often CRI stats are sampled (metrics-server's default).
+    metrics_resolution: float = 15.0
+    # Cluster DNS (kubelet/dns.py): the nameserver(s) and domain of ClusterFirst pods; none = the node's resolv.conf.
+    cluster_dns: tuple[str, ...] = ()
+    cluster_domain: str = "cluster.local"
     log_level: str = "info"
 
     def settings(self) -> SyncSettings:
@@ -98,7 +105,8 @@ class KubeletConfig:
                             crash_backoff_base=self.crash_backoff_base, crash_backoff_max=self.crash_backoff_max,
                             image_pull_backoff_base=self.image_pull_backoff,
                             image_pull_backoff_max=self.image_pull_backoff_max,
-                            readiness_fast_interval=self.readiness_fast_interval)
+                            readiness_fast_interval=self.readiness_fast_interval,
+                            cluster_dns=self.cluster_dns, cluster_domain=self.cluster_domain)
 
 
 def _uid(obj: dict[str, Any]) -> str:
@@ -130,6 +138,7 @@ class Kubelet:
                 on_disk_pressure=lambda: self._spawn(self.gc.collect_images_logged(), "gc-images")))
         self.gc = NodeGC(runtime, GCPolicy.from_config(config), cgroup_root=config.cgroup_root,
                          root_dir=config.root_dir, api_pods=self.pods, busy_uids=lambda: self.workers.uids())
+        self.sampler = MetricsSampler(runtime, node_name=config.node_name, resolution=config.metrics_resolution)
         self.log_rotator = LogRotator(runtime, config.container_log_max_size, config.container_log_max_files,
                                       config.container_log_monitor_interval)
         self.syncer = PodSyncer(client=client, runtime=runtime, volumes=self.volumes, statuses=self.statuses,
@@ -309,6 +318,7 @@ class Kubelet:
         self._spawn(self.node.run(), "node-status")
         self._spawn(self.gc.run(), "gc")
         self._spawn(self.log_rotator.run(), "log-rotation")
+        self._spawn(self.sampler.run(), "metrics")
         await self.informer.wait_synced()
         while True:
             try:

@@ -9,6 +9,7 @@ Durations take seconds (``10``, ``0.5``) or Go-style units as Kubernetes' flags 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import re
@@ -88,6 +89,20 @@ def _bytes(text: str) -> int:
     return int(amount)
 
 
+def _ips(text: str) -> tuple[str, ...]:
+    ips = tuple(p.strip() for p in text.split(",") if p.strip())
+    for ip in ips:
+        ipaddress.IPv4Address(ip)  # a ValueError names the bad one
+    return ips
+
+
+def _domain(text: str) -> str:
+    domain = text.strip().strip(".")
+    if not domain or " " in domain:
+        raise ValueError(f"{text!r} is not a DNS domain")
+    return domain
+
+
 def _eviction(text: str) -> str:
     parse_eviction(text)
     return text
@@ -138,7 +153,14 @@ def node_health_options(f: Callable[..., Any]) -> Callable[..., Any]:
               help="What allocatable leaves to the system and the control plane.")
 @click.option("--node-labels", default="", help="Extra node labels, k=v,k2=v2.")
 @click.option("--max-pods", default=DEFAULTS.max_pods, type=int)
+# Cluster DNS (kubelet/dns.py); both reach KubeletConfig through **node_health.
+@click.option("--cluster-dns", default="", callback=_checked(_ips),
+              help="Nameserver IPs (comma-separated) of ClusterFirst pods; empty: pods get the node's resolv.conf.")
+@click.option("--cluster-domain", default=DEFAULTS.cluster_domain, callback=_checked(_domain),
+              help="The cluster's DNS domain: ClusterFirst pods search NS.svc.DOMAIN svc.DOMAIN DOMAIN.")
 @click.option("--node-status-update-frequency", default="10s", type=DURATION)
+@click.option("--metrics-resolution", default="15s", type=DURATION,
+              help="How often containers' cpu and memory are sampled for /stats/summary (kubelet/metrics.py).")
 @node_health_options
 @click.option("--sync-frequency", default="10s", type=DURATION,
               help="Resync of every pod (Kubernetes: 1m; see KubeletConfig for why 10s).")

@@ -31,7 +31,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from kubelet import cgroups, lifecycle
+from kubelet import cgroups, dns, lifecycle
 from kubelet import runtime as rt
 from kubelet.prober import DEFAULT_FAST_INTERVAL, ProbeManager
 from kubelet.status import ContainerView, EventRecorder, StatusManager, compute_pod_status
@@ -247,6 +247,9 @@ class SyncSettings:
     keep_exited_per_container: int = 1
     # Readiness is probed this often right after a container starts, until its first success.
     readiness_fast_interval: float = DEFAULT_FAST_INTERVAL
+    # Cluster DNS for ClusterFirst pods (kubelet/dns.py); empty: pods get the node's resolv.conf.
+    cluster_dns: tuple[str, ...] = ()
+    cluster_domain: str = "cluster.local"
 
 
 class PodSyncer:
@@ -298,13 +301,16 @@ class PodSyncer:
                                                 protocol=str(p.get("protocol") or "TCP"),
                                                 host_ip=str(p.get("hostIP") or "")))
         grace = spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE)
+        namespace = str(meta.get("namespace") or "default")
+        pdns = dns.pod_dns(spec, namespace, cluster_dns=self.settings.cluster_dns,
+                           cluster_domain=self.settings.cluster_domain)
         return rt.SandboxConfig(
             pod_uid=uid, name=str(meta["name"]), namespace=str(meta.get("namespace") or "default"),
             attempt=attempt, hostname=str(spec.get("hostname") or meta["name"])[:63],
             log_directory=str(self.volumes.log_dir(uid)), cgroup_parent=self.cgroup_parent(uid),
             port_mappings=tuple(ports),
-            # Cluster DNS comes later; empty DNS settings make containerd copy the node's resolv.conf.
-            dns_servers=(), dns_searches=(), dns_options=(),
+            # Empty DNS settings (policy Default without dnsConfig) make containerd copy the node's resolv.conf.
+            dns_servers=pdns.servers, dns_searches=pdns.searches, dns_options=pdns.options,
             host_network=bool(spec.get("hostNetwork")),
             labels={k: v for k, v in (meta.get("labels") or {}).items()},
             annotations={**(meta.get("annotations") or {}), rt.ANNOTATION_TERMINATION_GRACE: str(grace)},

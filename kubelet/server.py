@@ -8,6 +8,7 @@
     POST /exec/{ns}/{pod}/{container}   {"command": [...], "timeout": s}  →  {"stdout", "stderr", "exitCode"}
     GET  /pods                                             the pods this kubelet runs (a PodList)
     GET  /metrics                                          Prometheus text
+    GET  /stats/summary                                    cpu and memory of the node and its pods (kubelet/metrics.py)
     POST /gc, POST /gc/images                              a GC pass now; prune unused images (kubelet/gc.py)
 
 The apiserver proxies ``pods/{name}/log`` and ``pods/{name}/exec`` here. Errors are one-line
@@ -35,6 +36,7 @@ from starlette.routing import Route
 from kubelet import logs
 from kubelet import runtime as rt
 from kubelet.gc import gc_routes
+from kubelet.metrics import stats_routes
 from kubelet.pod_worker import Metrics
 
 log = logging.getLogger(__name__)
@@ -144,6 +146,7 @@ def create_app(kubelet: KubeletView, *, follow_check_interval: float = FOLLOW_CH
         Route("/exec/{namespace}/{pod}/{container}", exec_, methods=["POST"]),
         Route("/exec/{namespace}/{pod}", exec_, methods=["POST"]),
         *gc_routes(kubelet),
+        *stats_routes(kubelet),
     ]
     return Starlette(routes=routes)
 

@@ -13,6 +13,7 @@
       logs POD [-c C] [-f] [--tail N] [-p];  exec POD [-c C] -- CMD ARGS…   (minictl/podcmds.py)
       rollout status|history|undo|pause|resume deployment/NAME; scale KIND/NAME --replicas=N (minictl/rollout.py)
       function create|update|delete|get|describe|invoke|activations|logs …   (serverless; minictl/functions.py)
+      top pod [-n NS|-A] [-l SEL] | top node   cpu and memory in use (metrics.k8s.io; minictl/top.py)
 
 Every failure ends in exactly one line on stderr per problem (kubectl's wording) and exit code 1;
 no traceback unless ``--debug`` (or ``MINIK8S_DEBUG=1``).
@@ -52,6 +53,7 @@ from minictl.printers import (
 )
 from minictl.rollout import rollout as rollout_group
 from minictl.rollout import scale as scale_command
+from minictl.top import top as top_group
 from minik8s.api import registry
 from minik8s.api.registry import ResourceType
 from minik8s.client.config import ClientConfig, ConfigError, load_config
@@ -198,6 +200,7 @@ cli.add_command(exec_command)
 cli.add_command(rollout_group)
 cli.add_command(scale_command)
 cli.add_command(function_group)
+cli.add_command(top_group)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -18,11 +18,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 #                  mount (umount)
 #   images         docker-registry (the cluster registry) catatonit (pause) busybox-static debootstrap
 #   tools          python3-venv curl procps
+#   add-ons        nginx (the ingress controller's proxy; docs/ingress.md)
 APT_PACKAGES="etcd-server etcd-client python3-venv curl procps iproute2 kmod mount \
-containerd runc containernetworking-plugins iptables catatonit busybox-static debootstrap docker-registry wrk"
+containerd runc containernetworking-plugins iptables catatonit busybox-static debootstrap docker-registry wrk nginx"
 # Packages whose Debian service would listen on a system default (etcd 2379, registry 5000, the system
-# containerd socket): if installing them started one anyway, it is stopped again (see below).
-SERVICE_BINARIES="etcd containerd docker-registry"
+# containerd socket, nginx 80): if installing them started one anyway, it is stopped again (see below).
+SERVICE_BINARIES="etcd containerd docker-registry nginx"
 
 # kubectl is already on the project's machines (package `kubectl`, a dispatcher over 1.27–1.33).
 # Elsewhere, Debian's own `kubernetes-client` (kubectl 1.20) is enough for what minik8s serves.
@@ -69,6 +70,11 @@ stop_new_services() {
     local pid
     for pid in $(comm -13 <(printf '%s\n' "$1") <(service_pids)); do
         if tr '\0' '\n' < "/proc/$pid/environ" 2>/dev/null | grep -q '^MINIK8S_SUPERVISED='; then
+            continue
+        fi
+        # A cluster's nginx hides its environment under its process title; it runs in HOME/ingress,
+        # while a service that apt-get started runs in /.
+        if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = nginx ] && [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" != / ]; then
             continue
         fi
         log "stopping $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null) (pid $pid), started by apt-get"

@@ -7,6 +7,7 @@ for :func:`minik8s.api.validation.validate` to report.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -174,10 +175,33 @@ def _endpoints(obj: dict[str, Any]) -> None:
             _set(port, "protocol", "TCP")
 
 
+# autoscaling/v2 defaults: cpu at 80 % of the requests when no metric is given; a given ``behavior`` is
+# completed rule by rule (scaleDown's window stays unset: the controller's downscale-stabilization flag).
+HPA_DEFAULT_CPU_UTILIZATION = 80
+HPA_SCALE_UP: dict[str, Any] = {"stabilizationWindowSeconds": 0, "selectPolicy": "Max",
+                                "policies": [{"type": "Pods", "value": 4, "periodSeconds": 15},
+                                             {"type": "Percent", "value": 100, "periodSeconds": 15}]}
+HPA_SCALE_DOWN: dict[str, Any] = {"selectPolicy": "Max",
+                                  "policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}
+
+
 def _hpa(obj: dict[str, Any]) -> None:
     spec = _dict(obj, "spec")
-    if spec is not None:
-        _set(spec, "minReplicas", 1)
+    if spec is None:
+        return
+    _set(spec, "minReplicas", 1)
+    if spec.get("metrics") is None or spec.get("metrics") == []:
+        spec["metrics"] = [{"type": "Resource", "resource": {"name": "cpu", "target": {
+            "type": "Utilization", "averageUtilization": HPA_DEFAULT_CPU_UTILIZATION}}}]
+    behavior = _dict(spec, "behavior")
+    if behavior is None:
+        return
+    for key, default in (("scaleUp", HPA_SCALE_UP), ("scaleDown", HPA_SCALE_DOWN)):
+        rules = _dict(behavior, key, create=True)
+        if rules is None:
+            continue
+        for field, value in default.items():
+            _set(rules, field, copy.deepcopy(value))
 
 
 def _function(obj: dict[str, Any]) -> None:

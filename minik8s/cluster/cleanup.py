@@ -44,7 +44,9 @@ def _all_pids() -> list[int]:
 
 
 def marked_processes(home: Path) -> list[int]:
-    """Processes whose environment carries ``MINIK8S_SUPERVISED=<home>`` (supervisord and its children)."""
+    """Processes whose environment carries ``MINIK8S_SUPERVISED=<home>`` (supervisord and its children),
+    and the ingress's nginx processes, whose working folder is under the home: nginx writes its process
+    titles over its environment, so the marker cannot be read there."""
     want = f"{MARKER}={home}".encode()
     me = os.getpid()
     found = []
@@ -55,9 +57,18 @@ def marked_processes(home: Path) -> list[int]:
             env = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
             continue
-        if want in env.split(b"\0") and alive(pid):
+        if (want in env.split(b"\0") or _nginx_under(pid, home)) and alive(pid):
             found.append(pid)
     return found
+
+
+def _nginx_under(pid: int, home: Path) -> bool:
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return False
+    return os.path.basename(exe).startswith("nginx") and (cwd == home or home in cwd.parents)
 
 
 def cmdline(pid: int) -> list[str]:

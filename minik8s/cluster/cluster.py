@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from minik8s.cluster import cleanup, configs
+from minik8s.cluster import cleanup, configs, kube_dns
 from minik8s.cluster.layout import (
     Identity,
     Layout,
@@ -45,7 +45,7 @@ from minik8s.cluster.supervisor import RUNNING_STATES, Supervisor
 REPO = Path(__file__).resolve().parents[2]
 HEALTH_CHECKED = ("etcd", "containerd", "registry", "apiserver")
 # Checked by their health endpoint too when the cluster runs them (else only RUNNING is waited for).
-OPTIONAL_HEALTH_CHECKED = ("gateway",)
+OPTIONAL_HEALTH_CHECKED = ("gateway", "ingress")
 
 
 class ClusterError(RuntimeError):
@@ -123,6 +123,9 @@ class Cluster:
                 "minik8s-controller-manager", "controllers.main"),
             kubeproxy=None if "kubeproxy" in without else console_script("minik8s-kubeproxy", "kubeproxy.main"),
             gateway=None if "gateway" in without else console_script("minik8s-gateway", "serverless.main"),
+            dns=None if "dns" in without else console_script("minik8s-dns", "clusterdns.main"),
+            ingress=None if "ingress" in without else console_script("minik8s-ingress", "ingress.main"),
+            nginx=configs.which("nginx", "/usr/sbin/nginx"),
             repo=str(REPO),
         )
 
@@ -136,6 +139,8 @@ class Cluster:
             controller_manager_args=tuple(shlex.split(self.environ.get("MINIK8S_CONTROLLER_MANAGER_ARGS") or "")),
             kubeproxy_args=tuple(shlex.split(self.environ.get("MINIK8S_KUBEPROXY_ARGS") or "")),
             gateway_args=tuple(shlex.split(self.environ.get("MINIK8S_GATEWAY_ARGS") or "")),
+            dns_args=tuple(shlex.split(self.environ.get("MINIK8S_DNS_ARGS") or "")),
+            ingress_args=tuple(shlex.split(self.environ.get("MINIK8S_INGRESS_ARGS") or "")),
             node_name=self.environ.get("MINIK8S_NODE_NAME") or configs.node_name(),
             etcd_unsupported_arch="arm64" if platform.machine() == "aarch64" else None,
         )
@@ -207,6 +212,11 @@ class Cluster:
                 self.out(f"{name} already running (pid {info['pid']})")
             else:
                 self.out(f"{name} started (pid {now.get('pid')})")
+        if "dns" in before:  # the Service and Endpoints that carry pods' DNS to minik8s-dns (docs/dns.md)
+            try:
+                kube_dns.ensure(ident, self.out)
+            except kube_dns.KubeDnsError as exc:
+                raise ClusterError(f"cannot set up kube-system/kube-dns: {exc}") from exc
         if seed if seed is not None else self.environ.get("MINIK8S_SKIP_SEED") != "1":
             self._seed(ident)
         write_atomic(lay.kubeconfig, configs.kubeconfig(ident))
@@ -348,6 +358,8 @@ class Cluster:
             "registry": lambda: _http_status(f"{ident.registry_url}/v2/") == 200,
             "apiserver": lambda: _http_status(f"{ident.api_url}/readyz") == 200,
             "gateway": lambda: _http_status(f"{ident.gateway_url}/healthz") == 200,
+            # nginx answers (404 for an unknown host) once the controller has synced and started it.
+            "ingress": lambda: _http_status(ident.ingress_url) is not None,
             "supervisord": lambda: lay.supervisor_socket.exists() and self.supervisor.answering(),
         }
 

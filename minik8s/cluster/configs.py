@@ -22,6 +22,7 @@ import yaml
 from minik8s.cluster.layout import Identity, Layout
 
 SANDBOX_IMAGE = "docker.io/library/pause:3.9"
+CLUSTER_DOMAIN = "cluster.local"
 CNI_VERSION = "0.4.0"
 # containerd plugins that would look at system paths or at kernel features we never use.
 DISABLED_CONTAINERD_PLUGINS = (
@@ -188,6 +189,9 @@ class Binaries:
     controller_manager: str | None = None
     kubeproxy: str | None = None
     gateway: str | None = None  # minik8s-gateway: serverless functions (docs/serverless.md)
+    dns: str | None = None  # minik8s-dns: the cluster's DNS (docs/dns.md)
+    ingress: str | None = None  # minik8s-ingress: Ingresses served by nginx (docs/ingress.md)
+    nginx: str = "/usr/sbin/nginx"
     repo: str | None = None  # working directory of python -m programs
 
 
@@ -201,6 +205,8 @@ class SupervisorOptions:
     controller_manager_args: tuple[str, ...] = ()
     kubeproxy_args: tuple[str, ...] = ()
     gateway_args: tuple[str, ...] = ()
+    dns_args: tuple[str, ...] = ()
+    ingress_args: tuple[str, ...] = ()
     node_name: str = "minik8s-node"
     etcd_unsupported_arch: str | None = None  # Debian's etcd 3.4 wants ETCD_UNSUPPORTED_ARCH=arm64
 
@@ -232,11 +238,13 @@ def programs(layout: Layout, ident: Identity, bins: Binaries, opts: SupervisorOp
         out.append(Program("controller-manager", [bins.controller_manager, "--apiserver", ident.api_url,
                                                   *opts.controller_manager_args], priority=30, directory=bins.repo))
     if bins.kubelet:
+        # Pods use the cluster DNS (kube-dns's ClusterIP) only when the cluster runs it.
+        cluster_dns = ["--cluster-dns", ident.dns_ip, "--cluster-domain", CLUSTER_DOMAIN] if bins.dns else []
         out.append(Program("kubelet", [bins.kubelet, "--apiserver", ident.api_url, "--node-name", opts.node_name,
                                        "--cri-socket", str(layout.containerd_socket),
                                        "--root-dir", str(layout.kubelet), "--pod-cidr", ident.pod_cidr,
                                        "--cgroup-root", ident.cgroup_root, "--port", str(ident.kubelet_port),
-                                       *opts.kubelet_args],
+                                       *cluster_dns, *opts.kubelet_args],
                            priority=30, directory=bins.repo))
     if bins.kubeproxy:
         # metrics off: the cluster has no port of its own for them yet (MINIK8S_KUBEPROXY_ARGS can set one).
@@ -245,13 +253,31 @@ def programs(layout: Layout, ident: Identity, bins: Binaries, opts: SupervisorOp
                                          "--bridge", ident.bridge, "--node-ip", ident.gateway,
                                          "--metrics-port", "0", *opts.kubeproxy_args],
                            priority=30, directory=bins.repo))
+    if bins.dns:
+        # On every address: pods reach it at the bridge address (kube-dns's Endpoints), and the bridge
+        # appears only with the first pod. It answers only the cluster domain (REFUSED for the rest).
+        out.append(Program("dns", [bins.dns, "--apiserver", ident.api_url, "--bind-address", "0.0.0.0",
+                                   "--port", str(ident.dns_port), "--cluster-domain", CLUSTER_DOMAIN,
+                                   *opts.dns_args],
+                           priority=30, directory=bins.repo))
     if bins.gateway:
         # After the apiserver and the registry (it lists/watches the one and pushes images to the other).
         out.append(Program("gateway", [bins.gateway, "--apiserver", ident.api_url, "--registry", ident.registry_url,
                                        "--bind-address", "127.0.0.1", "--port", str(ident.gateway_port),
-                                       *opts.gateway_args],
+                                       "--state-dir", str(layout.gateway), *opts.gateway_args],
+                           priority=30, directory=bins.repo))
+    if bins.ingress:
+        # nginx is the daemon's child, with its config, pid and temporary files under HOME/ingress.
+        out.append(Program("ingress", [bins.ingress, "--apiserver", ident.api_url, "--nginx", bins.nginx,
+                                       "--state-dir", str(ingress_dir(layout)), "--port", str(ident.ingress_port),
+                                       "--node-ip", ident.gateway, *opts.ingress_args],
                            priority=30, directory=bins.repo))
     return out
+
+
+def ingress_dir(layout: Layout) -> Path:
+    """The ingress controller's state folder: nginx.conf, nginx.pid, nginx's temporary files."""
+    return layout.home / "ingress"
 
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -170,6 +170,11 @@ class Layout:
     def kubelet(self) -> Path:
         return self.home / "kubelet"
 
+    # the serverless gateway's own state (activations.db)
+    @property
+    def gateway(self) -> Path:
+        return self.home / "gateway"
+
     def sockets(self) -> list[Path]:
         return [self.supervisor_socket, self.containerd_socket, self.containerd_ttrpc_socket]
 
@@ -186,7 +191,7 @@ class Layout:
         """Folders ``make up`` creates."""
         return [self.home, self.run, self.logs, self.etcd, self.containerd, self.containerd_root,
                 self.containerd_state, self.certs_d, self.cni_conf, self.cni_ipam, self.registry,
-                self.registry_data, self.kubelet]
+                self.registry_data, self.kubelet, self.gateway]
 
 
 def cluster_id(home: Path) -> str:

@@ -40,7 +40,7 @@ NODE_NAME = "e2e-node"
 KUBELET_ARGS = ("--node-status-update-frequency 1s --sync-frequency 2s --runtime-relist-period 0.5s "
                 "--image-pull-backoff 1s --image-pull-backoff-max 4s --crash-backoff-base 1s "
                 "--crash-backoff-max 5s --container-log-max-size 64Ki --container-log-max-files 2 "
-                "--container-log-monitor-interval 200ms --container-gc-period 1s")
+                "--container-log-monitor-interval 200ms --container-gc-period 1s --metrics-resolution 1s")
 CLUSTER_IMAGES = ("library/pause", "library/busybox", "library/python")
 
 
@@ -267,7 +267,12 @@ def cluster_env(home: str, **extra: str) -> dict[str, str]:
                 "MINIK8S_START_RETRIES": "5", "MINIK8S_NODE_NAME": NODE_NAME, "MINIK8S_KUBELET_ARGS": KUBELET_ARGS,
                 "PYTHONPATH": str(REPO),
                 # No fixed metrics port (10252) for the controller-manager: clusters of parallel runs would collide.
-                "MINIK8S_CONTROLLER_MANAGER_ARGS": "--port 0",
+                # Short HPA timers (Kubernetes: 15s sync, 5m downscale stabilization, 5m cpu init, 30s readiness).
+                "MINIK8S_CONTROLLER_MANAGER_ARGS": (
+                    "--port 0 --horizontal-pod-autoscaler-sync-period 2s "
+                    "--horizontal-pod-autoscaler-downscale-stabilization 10s "
+                    "--horizontal-pod-autoscaler-cpu-initialization-period 5s "
+                    "--horizontal-pod-autoscaler-initial-readiness-delay 5s"),
                 # Short autoscaler windows (Knative's defaults are 60 s stable, 2 s tick) and activation flushes.
                 "MINIK8S_GATEWAY_ARGS": "--stable-window 6 --tick 0.5 --activation-flush-interval 0.5"})
     env.update(extra)

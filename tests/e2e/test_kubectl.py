@@ -336,7 +336,13 @@ def test_api_resources(kubectl: Kubectl) -> None:
     out = kubectl.run("api-resources").stdout
     header, _ = table(out)
     assert header == ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]
-    rows = {columns(ln)[0]: columns(ln) for ln in out.splitlines()[1:] if ln.strip()}
+    rows: dict[str, list[str]] = {}
+    for ln in out.splitlines()[1:]:
+        if ln.strip():
+            # metrics.k8s.io lists pods and nodes a second time (PodMetrics, NodeMetrics), as with metrics-server.
+            rows.setdefault(columns(ln)[0], columns(ln))
+    metrics = [ln for ln in out.splitlines() if "metrics.k8s.io/v1beta1" in ln]
+    assert {columns(ln)[-1] for ln in metrics} == {"PodMetrics", "NodeMetrics"}, metrics
     assert rows["pods"] == ["pods", "po", "v1", "true", "Pod"]
     assert rows["deployments"] == ["deployments", "deploy", "apps/v1", "true", "Deployment"]
     assert rows["services"] == ["services", "svc", "v1", "true", "Service"]

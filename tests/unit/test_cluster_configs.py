@@ -190,7 +190,7 @@ def test_supervisord_conf_with_the_gateway(lay: Layout, ident: Identity) -> None
     assert gateway[0] == "/v/bin/minik8s-gateway"
     assert dict(zip(gateway[1::2], gateway[2::2], strict=True)) == {
         "--apiserver": ident.api_url, "--registry": ident.registry_url, "--bind-address": "127.0.0.1",
-        "--port": str(ident.gateway_port)}
+        "--port": str(ident.gateway_port), "--state-dir": str(lay.gateway)}
     assert int(conf["program:gateway"]["priority"]) > int(conf["program:apiserver"]["priority"])
     assert int(conf["program:gateway"]["priority"]) > int(conf["program:registry"]["priority"])
     assert conf["program:gateway"]["stdout_logfile"] == str(lay.log("gateway"))

@@ -38,6 +38,8 @@ PROGRAMS = {
     "debootstrap": "debootstrap", "catatonit": "catatonit", "busybox": "busybox-static",
     # benchmarks/bench_kubeproxy.py: the same HTTP load tool for both arms
     "wrk": "wrk",
+    # the ingress controller's proxy (ingress/nginx.py)
+    "nginx": "nginx",
 }
 CNI_PLUGINS = ("bridge", "host-local", "portmap", "loopback")
 

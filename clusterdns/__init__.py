@@ -1,0 +1,1 @@
+"""Cluster DNS: answers ``SVC.NS.svc.DOMAIN`` from the Service/Endpoints caches (docs/dns.md)."""
