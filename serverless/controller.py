@@ -299,7 +299,10 @@ class FunctionController:
         digest = spec.get("codeDigest") or ""
         image, built_from = status.get("image") or "", status.get("codeDigest") or ""
         if digest and digest != built_from and self._built.get(key, ("", ""))[0] == digest:
+            # Built by us a moment ago; the cached status (and its "Building" condition) is older than that.
             built_from, image = self._built[key]
+            conditions = _set_condition(conditions, "Built", "True", BUILT, f"built {digest}",
+                                        generation=int(meta.get("generation") or 1))
 
         if not digest:
             if not image:

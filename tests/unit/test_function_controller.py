@@ -178,6 +178,21 @@ async def test_a_new_function_is_built_then_gets_a_service_and_a_deployment() ->
     assert "desiredScale" not in st and "lastActiveTime" not in st
 
 
+async def test_a_stale_cache_after_our_build_neither_rebuilds_nor_writes_building_back() -> None:
+    fn = function(finalizers=[IMAGES_FINALIZER])
+    c, client, builder = await make(fn)
+    await c.sync("default/add")
+    # The informer still holds the object from before our status writes, with Built=Building in flight.
+    stale = copy.deepcopy(fn)
+    stale["status"] = {"conditions": [{"type": "Built", "status": "Unknown", "reason": "Building", "message": "",
+                                       "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1}]}
+    await c.functions._apply("MODIFIED", stale)
+    await c.sync("default/add")
+    assert builder.builds == [("default", "add", D1)]
+    st = last_status(client)
+    assert st["codeDigest"] == D1 and cond(st, "Built")["status"] == "True"
+
+
 async def test_the_owned_objects_have_the_contract_shapes() -> None:
     fn = function(env=[{"name": "GREETING", "value": "hi"}, {"name": "MINIK8S_TIMEOUT", "value": "x"}],
                   resources={"limits": {"memory": "128Mi"}}, targetConcurrency=20, timeout=2.5, entryPoint="handler")
