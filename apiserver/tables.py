@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from minik8s.api.registry import ResourceType
-from minik8s.timeutil import age
+from minik8s.timeutil import age, human_duration, now, parse_rfc3339
 
 Column = tuple[str, str, int, str]  # name, type, priority, description
 Row = list[Any]
@@ -280,6 +280,43 @@ def _workflow_row(w: dict[str, Any]) -> Row:
             len(states) if isinstance(states, dict | list) else 0, _meta_age(w)]
 
 
+def _duration(start: Any, end: Any) -> str:
+    """DURATION of an execution: start to completion, or to now while it runs."""
+    t0 = parse_rfc3339(start)
+    if t0 is None:
+        return "<none>"
+    t1 = parse_rfc3339(end) or now()
+    return human_duration((t1 - t0).total_seconds())
+
+
+def _execution_row(x: dict[str, Any]) -> Row:
+    st = _d(x, "status", default={})
+    current = _d(st, "current")
+    if isinstance(current, list):
+        current = ",".join(str(c if not isinstance(c, dict) else c.get("state", "")) for c in current)
+    return [_d(x, "metadata", "name", default=""), _d(x, "spec", "workflow", default=""),
+            _d(st, "phase", default="Pending"), str(current) if current else "<none>",
+            age(_d(st, "startTime")) if _d(st, "startTime") else "<none>",
+            _duration(_d(st, "startTime"), _d(st, "completionTime"))]
+
+
+def _trigger_row(t: dict[str, Any]) -> Row:
+    st = _d(t, "status", default={})
+    last = _d(st, "lastFireTime")
+    count = _d(st, "fireCount", default=0)
+    return [_d(t, "metadata", "name", default=""), _d(t, "spec", "schedule", default="<none>"),
+            count if isinstance(count, int) and not isinstance(count, bool) else 0,
+            age(last) if last else "<never>", _meta_age(t)]
+
+
+def _rule_row(r: dict[str, Any]) -> Row:
+    spec = _d(r, "spec", default={})
+    fn, wf = _d(spec, "function"), _d(spec, "workflow")
+    target = f"function/{fn}" if fn else (f"workflow/{wf}" if wf else "<none>")
+    return [_d(r, "metadata", "name", default=""), _d(spec, "trigger", default=""), target,
+            "false" if _d(spec, "enabled") is False else "true", _meta_age(r)]
+
+
 _NAME: Column = ("Name", "string", 0, "name")
 _AGE: Column = ("Age", "string", 0, "age")
 _WORKLOAD_WIDE: list[Column] = [("Containers", "string", 1, "containers"), ("Images", "string", 1, "images"),
@@ -315,7 +352,15 @@ PRINTERS: dict[str, tuple[list[Column], Callable[[dict[str, Any]], Row]]] = {
                     ("Code", "integer", 0, "HTTP status code"), ("Duration", "string", 0, ""),
                     ("Init", "string", 0, "time held for a cold start"), _AGE, ("Start", "string", 1, ""),
                     ("Pod", "string", 1, ""), ("Async", "string", 1, "")], _activation_row),
-    "Workflow": ([_NAME, ("Start At", "string", 0, ""), ("States", "integer", 0, ""), _AGE], _workflow_row),
+    "Workflow": ([_NAME, ("Start", "string", 0, "startAt"), ("States", "integer", 0, ""), _AGE], _workflow_row),
+    "WorkflowExecution": ([_NAME, ("Workflow", "string", 0, ""), ("Phase", "string", 0, ""),
+                           ("Current", "string", 0, "the state(s) in progress"),
+                           ("Started", "string", 0, "time since it started"), ("Duration", "string", 0, "")],
+                          _execution_row),
+    "Trigger": ([_NAME, ("Schedule", "string", 0, ""), ("Fired", "integer", 0, "firings so far"),
+                 ("Last", "string", 0, "time since the last firing"), _AGE], _trigger_row),
+    "Rule": ([_NAME, ("Trigger", "string", 0, ""), ("Target", "string", 0, "function/NAME or workflow/NAME"),
+              ("Enabled", "string", 0, ""), _AGE], _rule_row),
 }
 
 

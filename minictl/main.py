@@ -14,6 +14,8 @@
       rollout status|history|undo|pause|resume deployment/NAME; scale KIND/NAME --replicas=N (minictl/rollout.py)
       function create|update|delete|get|describe|invoke|activations|logs …   (serverless; minictl/functions.py)
       top pod [-n NS|-A] [-l SEL] | top node   cpu and memory in use (metrics.k8s.io; minictl/top.py)
+      trigger fire NAME [-d JSON]            fire a Trigger's enabled rules (minictl/triggers.py)
+      workflow invoke NAME [-d JSON] [--async] | executions NAME | describe EXECUTION   (minictl/workflows.py)
 
 Every failure ends in exactly one line on stderr per problem (kubectl's wording) and exit code 1;
 no traceback unless ``--debug`` (or ``MINIK8S_DEBUG=1``).
@@ -54,6 +56,8 @@ from minictl.printers import (
 from minictl.rollout import rollout as rollout_group
 from minictl.rollout import scale as scale_command
 from minictl.top import top as top_group
+from minictl.triggers import trigger as trigger_group
+from minictl.workflows import workflow as workflow_group
 from minik8s.api import registry
 from minik8s.api.registry import ResourceType
 from minik8s.client.config import ClientConfig, ConfigError, load_config
@@ -201,6 +205,8 @@ cli.add_command(rollout_group)
 cli.add_command(scale_command)
 cli.add_command(function_group)
 cli.add_command(top_group)
+cli.add_command(trigger_group)
+cli.add_command(workflow_group)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -25,7 +25,8 @@ them, bounded by ``stop_timeout``. A committed batch survives a crash of the pro
 
 A record is a dict with ``id``, ``namespace``, ``function`` and the other ``spec`` fields of an
 Activation (docs/serverless.md, Objects): ``start``, ``durationMs``, ``initMs``, ``status``,
-``statusCode``, ``result``, ``truncated``, ``logs``, ``pod``, ``async``.
+``statusCode``, ``result``, ``truncated``, ``logs``, ``pod``, ``async``, and ``trigger`` (the
+Trigger's name) only when a trigger's rule made the call (serverless/triggers.py).
 """
 
 from __future__ import annotations

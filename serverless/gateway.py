@@ -13,6 +13,13 @@
       ─▶ the instance's status, body, content type + X-Minik8s-Activation-Id
          (async: 202 {"activationId"} at once, the call runs in a background task)
       ─▶ activator.release, autoscaler.request_finished, one activation record
+    POST /trigger/NS/NAME   body = payload JSON (default {}) ─▶ serverless/triggers.py fires the trigger's
+                            enabled rules → 202 {"firings": [{"rule", "function"|"workflow",
+                            "activationId"|"executionId"}]}; unknown trigger 404, bad JSON 400
+    POST /workflow/NS/NAME[?async=true]   body = input JSON (default {}) ─▶ serverless/workflows.py starts an
+                            execution; sync: waits (--workflow-sync-timeout) on the driver's completion →
+                            200 output JSON | 500 {"error","cause","execution"} | 504 still running;
+                            async: 202 {"executionId"}; header X-Minik8s-Execution-Id; unknown workflow 404
     POST /-/code/NS/NAME?filename=F&entryPoint=E   builder.store_code in a thread → 201 FunctionCode
                                                    (CodeError → Status 400 / 413)
     GET    /-/activations[/NS][?labelSelector=minik8s.io/function=NAME&limit=N]   ActivationList, newest first
@@ -65,6 +72,7 @@ log = logging.getLogger("minik8s.serverless.gateway")
 
 ACTIVATION_HEADER = "X-Minik8s-Activation-Id"
 ACTIVATION_HEADER_RAW = ACTIVATION_HEADER.lower().encode()
+EXECUTION_HEADER = "X-Minik8s-Execution-Id"
 LOGS_HEADER = "X-Minik8s-Logs"
 DURATION_HEADER = "X-Minik8s-Duration-Ms"
 MAX_RESULT_CHARS = 4096
@@ -90,6 +98,23 @@ class RequestMetrics(Protocol):
 
 class Recorder(Protocol):
     def record(self, activation: dict[str, Any]) -> None: ...
+
+
+class TriggerFirer(Protocol):
+    """serverless/triggers.py: raises ``NotFound`` (unknown trigger) or ``ServiceUnavailable``."""
+
+    async def fire(self, ns: str, name: str, payload: Any, *, source: str = "http") -> list[dict[str, Any]]: ...
+
+
+class WorkflowRunner(Protocol):
+    """serverless/workflows.py's driver: ``start`` answers the execution's name; ``call`` also waits for
+    its end ((name, the finished WorkflowExecution or None past the sync timeout)). Both raise ``NotFound``
+    for an unknown workflow, ``ServiceUnavailable`` while the gateway stops."""
+
+    async def start(self, namespace: str, workflow: str, input: Any, *,
+                    labels: dict[str, str] | None = None) -> str: ...
+
+    async def call(self, namespace: str, workflow: str, input: Any) -> tuple[str, dict[str, Any] | None]: ...
 
 
 class CodeStore(Protocol):
@@ -233,6 +258,8 @@ class Gateway:
         self.registry = metrics_registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self._background: set[asyncio.Task[Outcome]] = set()
+        self.triggers: TriggerFirer | None = None  # set by the daemon once its scheduler exists
+        self.workflows: WorkflowRunner | None = None  # set by the daemon: its workflow driver
 
     # --- ASGI -----------------------------------------------------------------------------------
 
@@ -260,6 +287,14 @@ class Gateway:
         parts = request.url.path.strip("/").split("/")
         method = request.method
         try:
+            if len(parts) == 3 and parts[0] == "trigger":
+                if method != "POST":
+                    return _json({"error": f"method {method} not allowed; use POST"}, 405, {"Allow": "POST"})
+                return await self.fire_trigger(request, parts[1], parts[2])
+            if len(parts) == 3 and parts[0] == "workflow":
+                if method != "POST":
+                    return _json({"error": f"method {method} not allowed; use POST"}, 405, {"Allow": "POST"})
+                return await self.run_workflow(request, parts[1], parts[2])
             if len(parts) == 3 and parts[0] == "function":
                 if method != "POST":
                     return _json({"error": f"method {method} not allowed; use POST"}, 405, {"Allow": "POST"})
@@ -326,10 +361,7 @@ class Gateway:
         raw_id = activation_id.encode()
         content_type = content_type or "application/json"
         if query_string and _is_async(query_string):
-            task = asyncio.ensure_future(self.run_call(key, function, body, activation_id, content_type,
-                                                       is_async=True))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._run_in_background(key, function, body, activation_id, content_type)
             return 202, [(b"content-type", b"application/json"), (ACTIVATION_HEADER_RAW, raw_id)], \
                 orjson.dumps({"activationId": activation_id})
         outcome = await self.run_call(key, function, body, activation_id, content_type, is_async=False)
@@ -337,8 +369,27 @@ class Gateway:
         headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in outcome.headers.items()]
         return outcome.status_code, headers, outcome.body
 
+    async def call_async(self, ns: str, name: str, body: bytes, *, trigger: str | None = None) -> str:
+        """Start one async call (as ``?async=true``) of a JSON ``body``; its activation id. The record
+        names ``trigger`` (``spec.trigger``) when a trigger made the call. ``NotFound``: no such function."""
+        key = f"{ns}/{name}"
+        function = self.functions.get(key)
+        if function is None:
+            self.metrics.requests_of(ns, name, 404).inc()
+            raise NotFound(f"function {key} not found")
+        activation_id = uuid.uuid4().hex
+        self._run_in_background(key, function, body, activation_id, "application/json", trigger=trigger)
+        return activation_id
+
+    def _run_in_background(self, key: str, function: dict[str, Any], body: bytes, activation_id: str,
+                           content_type: str, *, trigger: str | None = None) -> None:
+        task = asyncio.ensure_future(self.run_call(key, function, body, activation_id, content_type,
+                                                   is_async=True, trigger=trigger))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def run_call(self, key: str, function: dict[str, Any], body: bytes, activation_id: str,
-                       content_type: str, *, is_async: bool) -> Outcome:
+                       content_type: str, *, is_async: bool, trigger: str | None = None) -> Outcome:
         """One call from start to activation record; never raises (errors become an Outcome)."""
         ns, _, name = key.partition("/")
         start_wall, start = self.clock.time(), self.clock.monotonic()
@@ -361,12 +412,15 @@ class Gateway:
         self.metrics.requests_of(ns, name, outcome.status_code).inc()
         self.metrics.duration_of(ns, name).observe(elapsed)
         text = outcome.body.decode("utf-8", errors="replace")
-        self.recorder.record({
+        record = {
             "id": activation_id, "namespace": ns, "function": name, "start": _timestamp(start_wall),
             "durationMs": round(elapsed * 1000.0, 3), "initMs": round(outcome.init_ms, 3),
             "status": outcome.state, "statusCode": outcome.status_code, "result": text[:MAX_RESULT_CHARS],
             "truncated": len(text) > MAX_RESULT_CHARS, "logs": outcome.logs, "pod": outcome.pod, "async": is_async,
-        })
+        }
+        if trigger:
+            record["trigger"] = trigger
+        self.recorder.record(record)
         return outcome
 
     async def _invoke(self, key: str, body: bytes, activation_id: str, content_type: str,
@@ -439,6 +493,68 @@ class Gateway:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+    async def invoke(self, ns: str, name: str, body: bytes) -> tuple[int, bytes, str]:
+        """One synchronous call of a JSON ``body`` through the whole call path (the activator holds it while
+        the function is cold; an activation record is written): (status, body, activation id). An unknown
+        function answers 404 and no id (no call was made)."""
+        key = f"{ns}/{name}"
+        function = self.functions.get(key)
+        if function is None:
+            self.metrics.requests_of(ns, name, 404).inc()
+            return 404, orjson.dumps({"error": f"function {key} not found"}), ""
+        activation_id = uuid.uuid4().hex
+        outcome = await self.run_call(key, function, body, activation_id, "application/json", is_async=False)
+        return outcome.status_code, outcome.body, activation_id
+
+    # --- workflows ------------------------------------------------------------------------------
+
+    async def run_workflow(self, request: Request, ns: str, name: str) -> Response:
+        """``POST /workflow/NS/NAME[?async=true]``: start an execution with the body as input (see the
+        module docstring)."""
+        if self.workflows is None:
+            return _json({"error": "this gateway runs no workflow driver"}, 503)
+        raw = await request.body()
+        try:
+            data = orjson.loads(raw) if raw.strip() else {}
+        except orjson.JSONDecodeError as exc:
+            return _json({"error": f"the input is not valid JSON: {exc}"}, 400)
+        try:
+            if _is_async(request.scope.get("query_string", b"")):
+                execution = await self.workflows.start(ns, name, data)
+                return _json({"executionId": execution}, 202, {EXECUTION_HEADER: execution})
+            execution, final = await self.workflows.call(ns, name, data)
+        except NotFound as err:
+            message = f"workflow {ns}/{name} not found" if err.kind == "workflows" else err.message
+            return _json({"error": message}, 404)
+        except ApiError as err:
+            return _json({"error": err.message}, err.code)
+        headers = {EXECUTION_HEADER: execution}
+        if final is None:
+            return _json({"error": f"execution {execution} did not finish in time; it goes on "
+                                   f"(minictl workflow describe {execution})", "execution": execution}, 504, headers)
+        status = final.get("status") or {}
+        if status.get("phase") == "Succeeded":
+            return Response(orjson.dumps(status.get("output")), 200, media_type="application/json", headers=headers)
+        return _json({"error": status.get("error") or "States.Runtime", "cause": status.get("cause") or "",
+                      "execution": execution}, 500, headers)
+
+    # --- triggers -------------------------------------------------------------------------------
+
+    async def fire_trigger(self, request: Request, ns: str, name: str) -> Response:
+        """``POST /trigger/NS/NAME``: fire the trigger with the body as payload (empty body = ``{}``)."""
+        if self.triggers is None:
+            return _json({"error": "this gateway runs no trigger scheduler"}, 503)
+        raw = await request.body()
+        try:
+            payload = orjson.loads(raw) if raw.strip() else {}
+        except orjson.JSONDecodeError as exc:
+            return _json({"error": f"the payload is not valid JSON: {exc}"}, 400)
+        try:
+            firings = await self.triggers.fire(ns, name, payload, source="http")
+        except ApiError as err:
+            return _json({"error": err.message}, err.code)
+        return _json({"firings": firings}, 202)
 
     # --- code upload ----------------------------------------------------------------------------
 

@@ -10,8 +10,14 @@
     recorder.run()            activation records to --state-dir/activations.db (SQLite) every
                               --activation-flush-interval seconds; served at /-/activations
     FunctionController.run()  builds images, owns Deployment/Service NAME
+    informers: triggers, rules ─▶ TriggerScheduler (serverless/triggers.py): one timer per scheduled
+                              trigger, started once both caches are synced; POST /trigger/NS/NAME
+    WorkflowDriver.run()      (serverless/workflows.py) informer on workflowexecutions; drives each
+                              Running one (at most --workflow-workers) from its recorded status;
+                              Tasks go through the gateway's call path; POST /workflow/NS/NAME
 
-The first SIGTERM/SIGINT stops gently: uvicorn stops accepting and lets calls in flight finish,
+The first SIGTERM/SIGINT stops gently: executions stop where they are recorded (resumed by the next
+gateway), uvicorn stops accepting and lets calls in flight finish,
 background calls get a bounded drain, the activation queue is flushed (bounded), the rest stop.
 A second signal exits at once.
 """
@@ -43,6 +49,8 @@ from serverless.activator import Activator, HttpProber
 from serverless.autoscaler import Autoscaler, ScaleParams
 from serverless.forward import Forwarder
 from serverless.gateway import DEFAULT_MAX_CODE_BYTES, Gateway
+from serverless.triggers import TriggerScheduler
+from serverless.workflows import DEFAULT_SYNC_TIMEOUT, DEFAULT_WORKERS, WorkflowDriver
 
 log = logging.getLogger("minik8s.serverless")
 
@@ -73,6 +81,8 @@ class GatewayConfig:
     activation_retention: int = 1000
     state_dir: str = ""  # activations.db lives here; "" = $MINIK8S_HOME/gateway
     max_code_bytes: int = DEFAULT_MAX_CODE_BYTES
+    workflow_workers: int = DEFAULT_WORKERS
+    workflow_sync_timeout: float = DEFAULT_SYNC_TIMEOUT
     log_level: str = "info"
 
 
@@ -110,11 +120,16 @@ DEFAULTS = GatewayConfig()
                                                 "[default: $MINIK8S_HOME/gateway].")
 @click.option("--max-code-bytes", default=DEFAULTS.max_code_bytes, type=click.IntRange(1),
               help="Largest accepted code upload.")
+@click.option("--workflow-workers", default=DEFAULTS.workflow_workers, type=click.IntRange(1),
+              help="Workflow executions driven at once (the others wait, Pending).")
+@click.option("--workflow-sync-timeout", default=DEFAULTS.workflow_sync_timeout, type=click.FloatRange(min=0.1),
+              help="Seconds POST /workflow/NS/NAME waits for its execution to finish (then 504; it goes on).")
 @click.option("--log-level", default=DEFAULTS.log_level, type=click.Choice(["debug", "info", "warning", "error"]))
 def main(apiserver: str | None, registry_url: str, bind_address: str, port: int, advertise_url: str | None,
          stable_window: float, panic_window_percentage: float, panic_threshold_percentage: float, tick: float,
          scale_down_delay: float, activator_queue: int, activator_timeout: float, activation_flush_interval: float,
-         activation_retention: int, state_dir: str | None, max_code_bytes: int, log_level: str) -> None:
+         activation_retention: int, state_dir: str | None, max_code_bytes: int, workflow_workers: int,
+         workflow_sync_timeout: float, log_level: str) -> None:
     """Run the serverless gateway: HTTP trigger, activator, autoscaler, activations, function controller."""
     logging.basicConfig(level=log_level.upper(),
                         format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
@@ -131,7 +146,8 @@ def main(apiserver: str | None, registry_url: str, bind_address: str, port: int,
         tick=tick, scale_down_delay=scale_down_delay, activator_queue=activator_queue,
         activator_timeout=activator_timeout, activation_flush_interval=activation_flush_interval,
         activation_retention=activation_retention, state_dir=str(default_state_dir(state_dir)),
-        max_code_bytes=max_code_bytes, log_level=log_level)
+        max_code_bytes=max_code_bytes, workflow_workers=workflow_workers,
+        workflow_sync_timeout=workflow_sync_timeout, log_level=log_level)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve(config))
 
@@ -188,6 +204,20 @@ class GatewayDaemon:
                                builder=builder, store=self.store, activator_timeout=config.activator_timeout,
                                max_code_bytes=config.max_code_bytes, ready=self.ready,
                                metrics_registry=self.metrics)
+        # Executions call functions through the gateway's own call path (activator, activation records).
+        self.workflows = WorkflowDriver(client, self.gateway, workers=config.workflow_workers,
+                                        sync_timeout=config.workflow_sync_timeout)
+        self.gateway.workflows = self.workflows
+        self.trigger_informer = Informer(client, registry.lookup("triggers"), name="gw-triggers")
+        self.rule_informer = Informer(client, registry.lookup("rules"), name="gw-rules")
+        self.scheduler = TriggerScheduler(client, triggers=self.trigger_informer.indexer,
+                                          rules=self.rule_informer.indexer, functions=self.gateway,
+                                          metrics_registry=self.metrics)
+        self.gateway.triggers = self.scheduler
+        self.scheduler.workflows = self.workflows
+        self.trigger_informer.add_handler(on_add=self.scheduler.trigger_changed,
+                                          on_update=lambda _old, new: self.scheduler.trigger_changed(new),
+                                          on_delete=self.scheduler.trigger_deleted)
         self.functions.add_handler(on_add=self._function_added, on_delete=self._function_deleted)
         self.endpoints.add_handler(on_add=self._endpoints_changed,
                                    on_update=lambda _old, new: self._endpoints_changed(new),
@@ -240,6 +270,14 @@ class GatewayDaemon:
         if gone:
             log.info("deleted %d activation records of functions that no longer exist", gone)
 
+    async def _start_triggers(self) -> None:
+        """Timers start once triggers AND rules are listed: a first firing must see every rule."""
+        for informer in (self.trigger_informer, self.rule_informer):
+            while not await informer.wait_synced(timeout=1.0):
+                if self._stop.is_set():
+                    return
+        self.scheduler.start()
+
     def _endpoints_changed(self, endpoints: dict[str, Any]) -> None:
         key = _function_key_of_endpoints(endpoints)
         if key is not None and key in self.functions.indexer:
@@ -256,9 +294,13 @@ class GatewayDaemon:
         self._stop.clear()
         background = [asyncio.create_task(self.functions.run(), name="gw-functions"),
                       asyncio.create_task(self.endpoints.run(), name="gw-endpoints"),
-                      asyncio.create_task(self.autoscaler.run(), name="autoscaler")]
+                      asyncio.create_task(self.autoscaler.run(), name="autoscaler"),
+                      asyncio.create_task(self.trigger_informer.run(), name="gw-triggers"),
+                      asyncio.create_task(self.rule_informer.run(), name="gw-rules")]
         self._spawn(self._prune_activations(), "pruning activation records")
+        self._spawn(self._start_triggers(), "starting the trigger scheduler")
         recorder = asyncio.create_task(self.recorder.run(), name="activations")
+        workflows = asyncio.create_task(self.workflows.run(), name="workflow-driver")
         controller = asyncio.create_task(self.controller.run(), name="function-controller") \
             if self.controller is not None else None
         server = asyncio.create_task(self.server.serve(), name="gateway-http")
@@ -272,7 +314,12 @@ class GatewayDaemon:
                 log.error("the HTTP server ended: %s", server.exception() if not server.cancelled() else "cancelled")
         finally:
             # Order: stop taking calls and let those in flight end, then flush their records. Held (cold)
-            # requests end at once with a 503: their instance may be seconds away.
+            # requests end at once with a 503: their instance may be seconds away. Executions stop first,
+            # before their Tasks could see that 503: they stay Running and the next gateway resumes them.
+            # Triggers stop before both: no firing starts a call or an execution during the stop.
+            await self.scheduler.stop()
+            self.workflows.stop()
+            await asyncio.gather(workflows, return_exceptions=True)
             self.activator.shut_down()
             self.server.should_exit = True
             await asyncio.gather(server, return_exceptions=True)
@@ -283,6 +330,8 @@ class GatewayDaemon:
             self.recorder.stop()
             self.functions.stop()
             self.endpoints.stop()
+            self.trigger_informer.stop()
+            self.rule_informer.stop()
             await asyncio.gather(recorder, *background, *([controller] if controller else []),
                                  return_exceptions=True)
             await self.activator.stop()

@@ -220,6 +220,12 @@ def _function(obj: dict[str, Any]) -> None:
     _set(spec, "timeout", FUNCTION_TIMEOUT_SECONDS)
 
 
+def _rule(obj: dict[str, Any]) -> None:
+    spec = _dict(obj, "spec")
+    if spec is not None:
+        _set(spec, "enabled", True)
+
+
 def _namespace(obj: dict[str, Any]) -> None:
     status = _dict(obj, "status", create=True)
     if status is not None:
@@ -234,6 +240,7 @@ _BY_KIND: dict[str, Callable[[dict[str, Any]], None]] = {
     "Endpoints": _endpoints,
     "HorizontalPodAutoscaler": _hpa,
     "Function": _function,
+    "Rule": _rule,
     "Namespace": _namespace,
 }
 

@@ -85,6 +85,11 @@ RESOURCES: tuple[ResourceType, ...] = (
     ResourceType(MINIK8S_GROUP, "v1", "Activation", "activations", True, ("act",),
                  verbs=("delete", "get", "list"), in_etcd=False),
     ResourceType(MINIK8S_GROUP, "v1", "Workflow", "workflows", True, ("wf",), (), ("status",)),
+    # One run of a Workflow (docs/workflows.md, Executions); the gateway's driver writes its status.
+    ResourceType(MINIK8S_GROUP, "v1", "WorkflowExecution", "workflowexecutions", True, ("wfx",), (), ("status",)),
+    # Schedules and event sources (docs/workflows.md, Triggers and Rules); the gateway fires them.
+    ResourceType(MINIK8S_GROUP, "v1", "Trigger", "triggers", True, (), (), ("status",)),
+    ResourceType(MINIK8S_GROUP, "v1", "Rule", "rules", True),
 )
 
 # The kinds the apiserver keeps in etcd (every kind but the proxied ones).

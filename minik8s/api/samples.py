@@ -122,6 +122,24 @@ _SAMPLES: dict[str, dict[str, Any]] = {
                  "states": {"check": {"type": "Task", "function": "check-order", "next": "ship"},
                             "ship": {"type": "Task", "function": "ship-order", "end": True}}},
     },
+    "WorkflowExecution": {
+        "apiVersion": "minik8s.io/v1", "kind": "WorkflowExecution",
+        "metadata": {"name": "order-0a1b2c3d", "labels": {"minik8s.io/workflow": "order"}},
+        "spec": {"workflow": "order", "input": {"id": 7},
+                 "definition": {"startAt": "check",
+                                "states": {"check": {"type": "Task", "function": "check-order", "end": True}}}},
+        "status": {"phase": "Running", "startTime": "2026-01-02T03:04:05Z", "current": ["check"],
+                   "trace": [{"state": "check", "branch": "", "type": "Task", "status": "Running", "attempt": 1,
+                              "startTime": "2026-01-02T03:04:05Z", "input": {"id": 7}}]},
+    },
+    "Trigger": {
+        "apiVersion": "minik8s.io/v1", "kind": "Trigger", "metadata": {"name": "tick"},
+        "spec": {"schedule": "@every 2s"},
+    },
+    "Rule": {
+        "apiVersion": "minik8s.io/v1", "kind": "Rule", "metadata": {"name": "tick-hello"},
+        "spec": {"trigger": "tick", "function": "hello", "enabled": True},
+    },
 }
 
 

@@ -738,9 +738,13 @@ class Activation(TypedDict, total=False):
 
 
 class WorkflowSpec(TypedDict, total=False):
+    """The state machine (docs/workflows.md, "Language"); :mod:`minik8s.workflow` validates the states."""
+
     startAt: str
-    # State name → state; the state language is still loose, so states are free-form objects.
+    # State name → state. The states' own fields are checked by minik8s.workflow.validate (which
+    # reports unknown ones per state type), so the schema walk treats them as free-form here.
     states: dict[str, dict[str, Any]]
+    timeoutSeconds: int | float
 
 
 class WorkflowStatus(TypedDict, total=False):
@@ -754,6 +758,82 @@ class Workflow(TypedDict, total=False):
     metadata: ObjectMeta
     spec: WorkflowSpec
     status: WorkflowStatus
+
+
+class WorkflowExecutionSpec(TypedDict, total=False):
+    workflow: str  # the Workflow's name (same namespace)
+    input: Any
+    definition: WorkflowSpec  # a copy of the Workflow's spec when the execution started
+
+
+class WorkflowTraceEntry(TypedDict, total=False):
+    state: str
+    branch: str  # "" at top level, e.g. "Fan[1]" inside a Parallel branch
+    type: str
+    status: str  # Running, Succeeded, Failed, Caught, Retrying
+    attempt: int
+    startTime: str
+    endTime: str
+    input: Any
+    output: Any
+    error: str
+    cause: str
+    activationId: str
+
+
+class WorkflowExecutionStatus(TypedDict, total=False):
+    """Written through ``/status`` by the gateway's workflow driver after every step."""
+
+    phase: str  # Pending, Running, Succeeded, Failed
+    startTime: str
+    completionTime: str
+    output: Any
+    error: str
+    cause: str
+    current: list[Any]  # the state(s) in progress, with their branch path
+    waitUntil: str  # RFC 3339, for a Wait in progress
+    trace: list[WorkflowTraceEntry]
+    observedGeneration: int
+
+
+class WorkflowExecution(TypedDict, total=False):
+    apiVersion: str
+    kind: str
+    metadata: ObjectMeta
+    spec: WorkflowExecutionSpec
+    status: WorkflowExecutionStatus
+
+
+class TriggerSpec(TypedDict, total=False):
+    schedule: str  # "@every 2s" or a 6-field cron (seconds first); absent: fired only by POST
+
+
+class TriggerStatus(TypedDict, total=False):
+    lastFireTime: str
+    fireCount: int
+    nextFireTime: str
+
+
+class Trigger(TypedDict, total=False):
+    apiVersion: str
+    kind: str
+    metadata: ObjectMeta
+    spec: TriggerSpec
+    status: TriggerStatus
+
+
+class RuleSpec(TypedDict, total=False):
+    trigger: str  # the Trigger's name (same namespace)
+    function: str  # exactly one of function / workflow
+    workflow: str
+    enabled: bool  # default true
+
+
+class Rule(TypedDict, total=False):
+    apiVersion: str
+    kind: str
+    metadata: ObjectMeta
+    spec: RuleSpec
 
 
 KINDS: dict[str, type] = {
@@ -770,4 +850,7 @@ KINDS: dict[str, type] = {
     "Function": Function,
     "Activation": Activation,
     "Workflow": Workflow,
+    "WorkflowExecution": WorkflowExecution,
+    "Trigger": Trigger,
+    "Rule": Rule,
 }

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from fractions import Fraction
 from typing import Any
 
+from minik8s import workflow
 from minik8s.api import names
 from minik8s.api.quantity import FORMAT_ERROR, parse_quantity
 from minik8s.api.registry import ResourceType
@@ -1172,25 +1173,94 @@ def _validate_activation(e: _Errors, obj: dict[str, Any]) -> None:
         e.as_bool(spec.get(key), f"spec.{key}")
 
 
+def _workflow_causes(e: _Errors, spec: Any, prefix: str) -> None:
+    """The workflow language's problems (minik8s.workflow.validate) as causes."""
+    for field, message in workflow.validate(spec, prefix):
+        reason = REQUIRED if message.startswith("Required value") else (
+            NOT_SUPPORTED if message.startswith("Unsupported value") else INVALID)
+        e.causes.append(Cause(field, message, reason))
+
+
 def _validate_workflow(e: _Errors, obj: dict[str, Any]) -> None:
+    _workflow_causes(e, obj.get("spec"), "spec")
+    status = e.as_obj(obj.get("status"), "status")
+    if status is not None:
+        e.non_negative(status.get("observedGeneration"), "status.observedGeneration", 64)
+        _conditions(e, status.get("conditions"), "status.conditions")
+
+
+EXECUTION_PHASES = ("Failed", "Pending", "Running", "Succeeded")
+TRACE_STATUSES = ("Caught", "Failed", "Retrying", "Running", "Succeeded")
+
+
+def _name_ref(e: _Errors, value: Any, path: str, check: Callable[[Any], list[str]], *, required: bool) -> str | None:
+    """A reference to another object by name (``spec.workflow``, ``spec.trigger``)."""
+    name = e.as_str(value, path)
+    if not name:
+        if required and value in (None, ""):
+            e.required(path)
+        return None
+    e.check(name, path, check(name))
+    return name
+
+
+def _validate_workflow_execution(e: _Errors, obj: dict[str, Any]) -> None:
     spec = e.as_obj(obj.get("spec"), "spec")
     if spec is None:
         if obj.get("spec") is None:
-            e.required("spec")
+            e.required("spec.workflow")
         return
-    states = e.as_obj(spec.get("states"), "spec.states")
-    if not states:
-        if spec.get("states") is None or states == {}:
-            e.required("spec.states")
-        states = {}
-    for name, state in states.items():
-        e.as_obj(state, f"spec.states.{name}")
-    start = e.as_str(spec.get("startAt"), "spec.startAt")
-    if not start:
-        if start is not None or spec.get("startAt") is None:
-            e.required("spec.startAt")
-    elif states and start not in states:
-        e.invalid("spec.startAt", start, "must name a state in `spec.states`")
+    _name_ref(e, spec.get("workflow"), "spec.workflow", names.dns1123_subdomain, required=True)
+    if spec.get("definition") is None:
+        e.required("spec.definition", "a copy of the Workflow's spec")
+    else:
+        _workflow_causes(e, spec.get("definition"), "spec.definition")
+    status = e.as_obj(obj.get("status"), "status")
+    if status is None:
+        return
+    e.enum(status.get("phase"), "status.phase", EXECUTION_PHASES)
+    for key in ("startTime", "completionTime", "error", "cause", "waitUntil"):
+        e.as_str(status.get(key), f"status.{key}")
+    e.as_list(status.get("current"), "status.current")
+    e.non_negative(status.get("observedGeneration"), "status.observedGeneration", 64)
+    for path, entry in e.objs(status.get("trace"), "status.trace"):
+        for key in ("state", "branch", "type", "startTime", "endTime", "error", "cause", "activationId"):
+            e.as_str(entry.get(key), f"{path}.{key}")
+        e.enum(entry.get("status"), f"{path}.status", TRACE_STATUSES)
+        e.non_negative(entry.get("attempt"), f"{path}.attempt")
+
+
+def _validate_trigger(e: _Errors, obj: dict[str, Any]) -> None:
+    spec = e.as_obj(obj.get("spec"), "spec")
+    schedule = e.as_str(spec.get("schedule"), "spec.schedule") if spec is not None else None
+    if schedule is not None:
+        try:
+            workflow.parse_schedule(schedule)
+        except workflow.ScheduleError as exc:
+            detail = str(exc)  # the value is quoted by the cause already: do not repeat it
+            e.invalid("spec.schedule", schedule, detail.removeprefix(f"{schedule!r}: "))
+    status = e.as_obj(obj.get("status"), "status")
+    if status is not None:
+        for key in ("lastFireTime", "nextFireTime"):
+            e.as_str(status.get(key), f"status.{key}")
+        e.non_negative(status.get("fireCount"), "status.fireCount", 64)
+
+
+def _validate_rule(e: _Errors, obj: dict[str, Any]) -> None:
+    spec = e.as_obj(obj.get("spec"), "spec")
+    if spec is None:
+        if obj.get("spec") is None:
+            e.required("spec.trigger")
+        return
+    _name_ref(e, spec.get("trigger"), "spec.trigger", names.dns1123_subdomain, required=True)
+    fn = _name_ref(e, spec.get("function"), "spec.function", names.dns1035_label, required=False)
+    wf = _name_ref(e, spec.get("workflow"), "spec.workflow", names.dns1123_subdomain, required=False)
+    has_fn, has_wf = spec.get("function") not in (None, ""), spec.get("workflow") not in (None, "")
+    if not has_fn and not has_wf:
+        e.required("spec.function", "exactly one of `function` or `workflow` is required")
+    elif has_fn and has_wf and fn and wf:
+        e.forbidden("spec.workflow", "may not be set together with `function`: a rule has exactly one target")
+    e.as_bool(spec.get("enabled"), "spec.enabled")
 
 
 _BY_KIND: dict[str, tuple[Callable[[_Errors, dict[str, Any]], None], Callable[[Any], list[str]]]] = {
@@ -1208,6 +1278,9 @@ _BY_KIND: dict[str, tuple[Callable[[_Errors, dict[str, Any]], None], Callable[[A
     "Function": (_validate_function, names.dns1035_label),
     "Activation": (_validate_activation, names.dns1123_subdomain),
     "Workflow": (_validate_workflow, names.dns1123_subdomain),
+    "WorkflowExecution": (_validate_workflow_execution, names.dns1123_subdomain),
+    "Trigger": (_validate_trigger, names.dns1123_subdomain),
+    "Rule": (_validate_rule, names.dns1123_subdomain),
 }
 
 
@@ -1247,6 +1320,10 @@ def _validate_update(e: _Errors, obj: dict[str, Any], old: dict[str, Any], kind:
         old_ips, new_ips = _get(old, "spec", "clusterIPs"), _get(obj, "spec", "clusterIPs")
         if isinstance(old_ips, list) and old_ips and new_ips and new_ips != old_ips:
             e.invalid("spec.clusterIPs", new_ips, "field is immutable")
+    elif kind == "WorkflowExecution":
+        # An execution runs the definition it started with; only the driver's status moves.
+        if old.get("spec") is not None and obj.get("spec") != old.get("spec"):
+            e.invalid("spec", obj.get("spec"), "field is immutable")
     elif kind == "Pod":
         old_spec, new_spec = old.get("spec"), obj.get("spec")
         old_node, new_node = _get(old_spec, "nodeName"), _get(new_spec, "nodeName")

@@ -110,6 +110,24 @@ def valid_object(kind: str, name: str) -> dict[str, Any]:
         return {"metadata": meta,
                 "spec": {"startAt": "first", "states": {"first": {"type": "Task", "function": "f", "end": True}}},
                 "status": {"observedGeneration": 1}}
+    if kind == "WorkflowExecution":
+        definition = {"startAt": "first", "states": {
+            "first": {"type": "Task", "function": "f", "next": "pick",
+                      "retry": [{"errorEquals": ["States.ALL"], "maxAttempts": 2}]},
+            "pick": {"type": "Choice", "choices": [{"variable": "$.n", "numericGreaterThan": 1, "next": "done"}],
+                     "default": "done"},
+            "done": {"type": "Succeed"}}}
+        return {"metadata": {**meta, "labels": {**meta["labels"], "minik8s.io/workflow": "w"}},
+                "spec": {"workflow": "w", "input": {"n": 2}, "definition": definition},
+                "status": {"phase": "Running", "startTime": "2026-01-02T03:04:05Z", "current": ["first"],
+                           "trace": [{"state": "first", "branch": "", "type": "Task", "status": "Running",
+                                      "attempt": 1, "startTime": "2026-01-02T03:04:05Z", "input": {"n": 2}}]}}
+    if kind == "Trigger":
+        return {"metadata": meta, "spec": {"schedule": "*/5 * * * * *"},
+                "status": {"fireCount": 3, "lastFireTime": "2026-01-02T03:04:05Z",
+                           "nextFireTime": "2026-01-02T03:04:10Z"}}
+    if kind == "Rule":
+        return {"metadata": meta, "spec": {"trigger": "t", "workflow": "w", "enabled": True}}
     raise AssertionError(kind)
 
 

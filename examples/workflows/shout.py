@@ -1,0 +1,5 @@
+"""shout: ``{"text": "hi"}`` → ``{"loud": "HI"}``."""
+
+
+def run(text="", **rest):
+    return {"loud": text.upper()}
