@@ -122,7 +122,17 @@ async def test_rolling_update_holds_its_bounds_and_undo_restores_the_template(ap
                                                                              cluster: ApiserverProcess) -> None:
     replicas, surge, unavailable = 4, 1, 1
     await api.create(deployment("web", "web:1", replicas, surge, unavailable))
-    d1 = await eventually(lambda: rolled_out(api, "web"), what="first rollout")
+    try:
+        d1 = await eventually(lambda: rolled_out(api, "web"), what="first rollout")
+    except TimeoutError as exc:
+        # What each level believed when it stalled (a missed watch event would show as a stale status here).
+        d = await api.get(DEPLOYMENTS, "web", NS)
+        rss, _ = await api.list(REPLICASETS, NS)
+        pods, _ = await api.list(PODS, NS)
+        raise AssertionError(f"{exc}: deployment status {d.get('status')}; replicasets "
+                             f"{[(r['metadata']['name'], r['spec'].get('replicas'), r.get('status')) for r in rss]}; "
+                             f"pods {[(p['metadata']['name'], (p.get('status') or {}).get('phase')) for p in pods]}"
+                             ) from None
     assert d1["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
 
     pods, rv = await api.list(PODS, NS, label_selector="app=web")
