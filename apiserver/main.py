@@ -5,13 +5,12 @@ The first SIGTERM/SIGINT stops gently (open watches get a few seconds), a second
 
 from __future__ import annotations
 
-import logging
-
 import click
 import uvicorn
 
 from apiserver.app import create_app
 from apiserver.config import Config
+from minik8s.daemon import setup_logging
 
 DEFAULTS = Config()
 
@@ -57,8 +56,7 @@ def main(etcd_endpoints: str, bind_address: str, port: int, compaction_interval:
                     namespace_sync_interval=namespace_sync_interval, serverless_url=serverless_url.rstrip("/"),
                     serverless_timeout=serverless_timeout, max_code_upload_bytes=max_code_upload_bytes,
                     log_level=log_level)
-    logging.basicConfig(level=log_level.upper(),
-                        format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
+    setup_logging(log_level)
     uvicorn.run(create_app(config), host=bind_address, port=port, log_level=log_level, access_log=False,
                 timeout_graceful_shutdown=3, lifespan="on", proxy_headers=False, server_header=False)
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
-import signal
 from typing import Any
 
 import click
@@ -18,6 +16,7 @@ import click
 from clusterdns.server import DnsConfig, DnsServer
 from minik8s.client.config import ConfigError, load_config
 from minik8s.client.rest import AsyncApiClient
+from minik8s.daemon import setup_logging, stop_on_signals
 
 DEFAULTS = DnsConfig()
 log = logging.getLogger("minik8s.clusterdns")
@@ -55,10 +54,7 @@ class Duration(click.ParamType):
 def main(apiserver: str | None, bind_address: str, port: int, cluster_domain: str, ttl: int,
          tcp_idle_timeout: float, metrics_bind_address: str, metrics_port: int, log_level: str) -> None:
     """Serve the cluster's DNS zone from Services and Endpoints (never forwards)."""
-    logging.basicConfig(level=log_level.upper(),
-                        format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
-    if log_level != "debug":
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+    setup_logging(log_level)
     try:
         server = load_config(server=apiserver).server
     except ConfigError as exc:
@@ -74,20 +70,7 @@ def main(apiserver: str | None, bind_address: str, port: int, cluster_domain: st
 async def _serve(server: str, config: DnsConfig) -> None:
     async with AsyncApiClient(server) as client:
         dns = DnsServer(client, config)
-        signals = 0
-
-        def on_signal() -> None:
-            nonlocal signals
-            signals += 1
-            if signals > 1:
-                log.warning("second signal: exiting now")
-                os._exit(1)
-            log.info("stopping (send the signal again to force)")
-            dns.stop()
-
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
+        stop_on_signals(dns.stop, log)
         log.info("minik8s-dns starting against %s", server)
         await dns.run()
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 from typing import Any
 
 import click
@@ -19,6 +17,7 @@ from controllers.hpa import parse_duration
 from controllers.manager import CONTROLLERS, ControllerManager, ManagerConfig
 from minik8s.client.config import ConfigError, load_config
 from minik8s.client.rest import AsyncApiClient
+from minik8s.daemon import setup_logging, stop_on_signals
 
 DEFAULTS = ManagerConfig()
 log = logging.getLogger("minik8s.controllers")
@@ -83,8 +82,7 @@ def main(apiserver: str | None, selection: str, min_resync_period: float, concur
          bind_address: str, port: int, log_level: str) -> None:
     """Run the cluster's controllers: Endpoints, ReplicaSet, Deployment, garbage collector,
     HorizontalPodAutoscaler."""
-    logging.basicConfig(level=log_level.upper(),
-                        format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
+    setup_logging(log_level)
     try:
         server = load_config(server=apiserver).server
     except ConfigError as exc:
@@ -108,20 +106,7 @@ def main(apiserver: str | None, selection: str, min_resync_period: float, concur
 async def _serve(server: str, config: ManagerConfig) -> None:
     async with AsyncApiClient(server) as client:
         manager = ControllerManager(client, config)
-        signals = 0
-
-        def on_signal() -> None:
-            nonlocal signals
-            signals += 1
-            if signals > 1:
-                log.warning("second signal: exiting now")
-                os._exit(1)
-            log.info("stopping (send the signal again to force)")
-            manager.stop()
-
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
+        stop_on_signals(manager.stop, log)
         log.info("controller-manager starting against %s", server)
         await manager.run()
 

@@ -11,7 +11,6 @@ import logging
 import os
 import pwd
 import shutil
-import signal
 from pathlib import Path
 
 import click
@@ -21,6 +20,7 @@ from ingress.nginx import Nginx
 from ingress.nginxconf import DEFAULT_CLASS, Settings
 from minik8s.client.config import ConfigError, load_config
 from minik8s.client.rest import AsyncApiClient
+from minik8s.daemon import setup_logging, stop_on_signals
 
 log = logging.getLogger("minik8s.ingress")
 
@@ -46,8 +46,7 @@ log = logging.getLogger("minik8s.ingress")
 def main(apiserver: str | None, nginx_binary: str, state_dir: Path, bind_address: str, port: int, ingress_class: str,
          node_ip: str, worker_processes: int, sync_period: float, min_sync_period: float, log_level: str) -> None:
     """Serve the cluster's Ingresses with nginx."""
-    logging.basicConfig(level=log_level.upper(),
-                        format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
+    setup_logging(log_level)
     try:
         server = load_config(server=apiserver).server
     except ConfigError as exc:
@@ -68,20 +67,7 @@ def main(apiserver: str | None, nginx_binary: str, state_dir: Path, bind_address
 async def _serve(server: str, cfg: ControllerConfig, nginx: Nginx) -> None:
     async with AsyncApiClient(server) as client:
         controller = IngressController(client, cfg, nginx)
-        signals = 0
-
-        def on_signal() -> None:
-            nonlocal signals
-            signals += 1
-            if signals > 1:
-                log.warning("second signal: exiting now")
-                os._exit(1)
-            log.info("stopping (send the signal again to force)")
-            controller.stop()
-
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
+        stop_on_signals(controller.stop, log)
         log.info("ingress controller (class %s) starting against %s; nginx on %s:%d, state in %s",
                  cfg.ingress_class, server, cfg.settings.bind_address, cfg.settings.port, cfg.settings.state_dir)
         await controller.run()

@@ -24,6 +24,7 @@ from kubelet.kubelet import Kubelet, KubeletConfig
 from kubelet.node_status import parse_eviction, parse_reserved
 from minik8s.api.quantity import parse_quantity
 from minik8s.client.rest import AsyncApiClient
+from minik8s.daemon import setup_logging
 
 DEFAULTS = KubeletConfig(node_name="node")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
@@ -198,10 +199,7 @@ def main(apiserver: str, node_name: str | None, cri_socket: str, root_dir: str, 
         readiness_fast_interval=readiness_fast_interval, log_level=log_level, **node_health)
     if config.image_gc_low_threshold > config.image_gc_high_threshold:
         raise click.BadParameter("must not be above --image-gc-high-threshold", param_hint="--image-gc-low-threshold")
-    logging.basicConfig(level=log_level.upper(),
-                        format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
-    if log_level != "debug":
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call drowns everything else
+    setup_logging(log_level)
     asyncio.run(run(config))
 
 

@@ -20,6 +20,7 @@ from kubeproxy.proxier import Proxier
 from kubeproxy.rules import ProxyConfig
 from minik8s.client.config import ConfigError, load_config
 from minik8s.client.rest import AsyncApiClient
+from minik8s.daemon import setup_logging
 
 log = logging.getLogger("minik8s.kubeproxy")
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h)?)$")
@@ -54,8 +55,7 @@ def main(apiserver: str | None, chain_prefix: str, cluster_cidr: str, bridge: st
          masquerade_bit: int, metrics_bind_address: str, metrics_port: int, sync_period: str,
          min_sync_period: str, cleanup: bool, log_level: str) -> None:
     """Program iptables NAT chains for Services and Endpoints."""
-    logging.basicConfig(level=log_level.upper(),
-                        format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
+    setup_logging(log_level)
     try:
         cfg = ProxyConfig(chain_prefix=chain_prefix, cluster_cidr=cluster_cidr, node_ip=node_ip,
                           masquerade_bit=masquerade_bit)

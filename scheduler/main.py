@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 
 import click
 
 from minik8s.client.config import ConfigError, load_config
 from minik8s.client.rest import AsyncApiClient
+from minik8s.daemon import setup_logging, stop_on_signals
 from scheduler.schedule import POLICIES
 from scheduler.scheduler import Scheduler, SchedulerConfig
 
@@ -42,8 +41,7 @@ log = logging.getLogger("minik8s.scheduler")
 def main(apiserver: str | None, policy: str, scheduler_name: str, retry_period: float,
          percentage_of_nodes_to_score: int, bind_concurrency: int, log_level: str) -> None:
     """Bind pending pods to nodes: filter → score → bind."""
-    logging.basicConfig(level=log_level.upper(),
-                        format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
+    setup_logging(log_level)
     try:
         server = load_config(server=apiserver).server
     except ConfigError as exc:
@@ -57,20 +55,7 @@ def main(apiserver: str | None, policy: str, scheduler_name: str, retry_period: 
 async def _serve(server: str, config: SchedulerConfig) -> None:
     async with AsyncApiClient(server) as client:
         sched = Scheduler(client, config)
-        signals = 0
-
-        def on_signal() -> None:
-            nonlocal signals
-            signals += 1
-            if signals > 1:
-                log.warning("second signal: exiting now")
-                os._exit(1)
-            log.info("stopping (send the signal again to force)")
-            sched.stop()
-
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
+        stop_on_signals(sched.stop, log)
         log.info("scheduler %s starting against %s", config.scheduler_name, server)
         await sched.run()
 

@@ -27,8 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +42,7 @@ from minik8s.client.config import ConfigError, load_config
 from minik8s.client.informer import Informer, object_key
 from minik8s.client.rest import AsyncApiClient
 from minik8s.cluster.layout import resolve_home
+from minik8s.daemon import setup_logging, stop_on_signals
 from serverless.activations import DB_NAME, ActivationRecorder, ActivationStore
 from serverless.activator import Activator, HttpProber
 from serverless.autoscaler import Autoscaler, ScaleParams
@@ -131,10 +130,7 @@ def main(apiserver: str | None, registry_url: str, bind_address: str, port: int,
          activation_retention: int, state_dir: str | None, max_code_bytes: int, workflow_workers: int,
          workflow_sync_timeout: float, log_level: str) -> None:
     """Run the serverless gateway: HTTP trigger, activator, autoscaler, activations, function controller."""
-    logging.basicConfig(level=log_level.upper(),
-                        format="time=%(asctime)s level=%(levelname)s logger=%(name)s msg=%(message)s")
-    # httpx (the API client) logs every request at INFO: one line per status patch or list.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    setup_logging(log_level)
     try:
         server = load_config(server=apiserver).server
     except ConfigError as exc:
@@ -354,20 +350,7 @@ async def serve(config: GatewayConfig) -> None:
         try:
             controller = FunctionController(client, builder, advertise_url=config.advertise_url)
             daemon = GatewayDaemon(client, config, builder=builder, controller=controller)
-            signals = 0
-
-            def on_signal() -> None:
-                nonlocal signals
-                signals += 1
-                if signals > 1:
-                    log.warning("second signal: exiting now")
-                    os._exit(1)
-                log.info("stopping (send the signal again to force)")
-                daemon.stop()
-
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, on_signal)
+            stop_on_signals(daemon.stop, log)
             log.info("gateway starting against %s, registry %s", config.apiserver, config.registry)
             await daemon.run()
         finally:
