@@ -15,7 +15,9 @@ SUITE_BUDGET=${MINIK8S_SUITE_BUDGET:-2400}
 
 args=("$@")
 if [ ${#args[@]} -eq 0 ]; then
-    args=(tests)
+    # End-to-end last: their whole cluster (a session fixture) lives until the session ends, and its
+    # daemons would otherwise run beside the integration tests' timing-sensitive convergence checks.
+    args=(tests/unit tests/integration tests/e2e)
 fi
 
 # On the budget, SIGINT first so pytest unwinds its fixtures (stopping the etcds it started),
