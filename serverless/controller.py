@@ -151,6 +151,10 @@ def desired_service(fn: Obj) -> Obj:
                                 "targetPort": CONTAINER_PORT}]}}
 
 
+# Seconds a replaced function pod keeps serving before SIGTERM (the Endpoints → gateway delay).
+PRESTOP_SECONDS = 2
+
+
 def desired_deployment(fn: Obj, image: str, code_digest: str, replicas: int) -> Obj:
     """Deployment NAME running ``image``, with the server's defaults applied (so it compares with a
     stored one field for field). ``replicas`` matters only on create."""
@@ -172,6 +176,9 @@ def desired_deployment(fn: Obj, image: str, code_digest: str, replicas: int) -> 
         "ports": [{"name": "http", "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
         "env": env,
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": CONTAINER_PORT}, "periodSeconds": 1},
+        # A pod being replaced leaves the Endpoints (it is terminating) and then the gateway's instances;
+        # gunicorn keeps serving for these seconds, so no call is forwarded to a socket that already closed.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRESTOP_SECONDS)]}}},
     }
     if spec.get("resources"):
         container["resources"] = copy.deepcopy(spec["resources"])

@@ -104,10 +104,32 @@ async def count_is(api: AsyncApiClient, ns: str, app: str, n: int) -> bool:
     return len(await live_pods(api, ns, app)) == n
 
 
-async def settle(counter: CreationCounter, api: AsyncApiClient, ns: str, app: str, n: int) -> None:
+async def settle(counter: CreationCounter, api: AsyncApiClient, ns: str, app: str, n: int,
+                 manager: ControllerManager | None = None) -> None:
     await eventually(lambda: count_is(api, ns, app, n), what=f"{n} pods")
-    rs = await eventually(lambda: _rs_status_is(api, ns, app, n), what=f"status.replicas={n}")
-    assert rs
+    try:
+        await eventually(lambda: _rs_status_is(api, ns, app, n), what=f"status.replicas={n}")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; {await _views(api, ns, app, manager)}") from None
+
+
+async def _views(api: AsyncApiClient, ns: str, app: str, manager: ControllerManager | None) -> str:
+    """The API's view and the ReplicaSet controller's (its informer caches, expectations, queue) when a
+    status does not converge: a missed watch event shows as a cache that differs from the API."""
+    rs = await api.get(RS, app, ns)
+    pods = sorted(p["metadata"]["name"] for p in await live_pods(api, ns, app))
+    text = f"API: rs rv {rs['metadata']['resourceVersion']} status {rs.get('status')}, live pods {pods}"
+    ctl: Any = manager.controllers.get("replicaset") if manager is not None else None
+    if ctl is not None:
+        key = f"{ns}/{app}"
+        cached = ctl.replicasets.indexer.get(key) or {}
+        cached_pods = sorted((p["metadata"]["name"], bool(p["metadata"].get("deletionTimestamp")))
+                             for p in ctl.pods.indexer.list() if p["metadata"].get("namespace") == ns)
+        text += (f"; controller: rs rv {cached.get('metadata', {}).get('resourceVersion')} status "
+                 f"{cached.get('status')}, pods {cached_pods}, expectations satisfied "
+                 f"{ctl.expectations.satisfied(key)}, queue {len(ctl.queue)}, syncs {ctl.syncs}, "
+                 f"pod informer rv {ctl.pods.resource_version}")
+    return text
 
 
 async def _rs_status_is(api: AsyncApiClient, ns: str, name: str, n: int) -> bool:
@@ -120,20 +142,20 @@ async def test_replicaset_exact_creations_scale_and_replacement(api: AsyncApiCli
                                                                 manager: ControllerManager) -> None:
     async with CreationCounter(api, ns) as counter:
         await api.create(rs_body("web", 3), namespace=ns)
-        await settle(counter, api, ns, "web", 3)
+        await settle(counter, api, ns, "web", 3, manager)
         assert counter.added == 3
         # scale 3 → 5 → 1: never more than asked
         await api.patch(RS, "web", {"spec": {"replicas": 5}}, namespace=ns)
-        await settle(counter, api, ns, "web", 5)
+        await settle(counter, api, ns, "web", 5, manager)
         assert counter.added == 5 and counter.peak == 5
         await api.patch(RS, "web", {"spec": {"replicas": 1}}, namespace=ns)
-        await settle(counter, api, ns, "web", 1)
+        await settle(counter, api, ns, "web", 1, manager)
         assert counter.added == 5
         # delete a pod → exactly one replacement
         (victim,) = await live_pods(api, ns, "web")
         await api.delete(PODS, victim["metadata"]["name"], ns)
         await eventually(lambda: _has_other_pod(api, ns, victim["metadata"]["name"]), what="a replacement")
-        await settle(counter, api, ns, "web", 1)
+        await settle(counter, api, ns, "web", 1, manager)
         assert counter.added == 6
         # relabel → orphaned (ownerRef removed) and replaced
         (p,) = await live_pods(api, ns, "web")
@@ -142,7 +164,7 @@ async def test_replicaset_exact_creations_scale_and_replacement(api: AsyncApiCli
         async def released() -> bool:
             return not (await api.get(PODS, p["metadata"]["name"], ns))["metadata"].get("ownerReferences")
         await eventually(released, what="the relabeled pod released")
-        await settle(counter, api, ns, "web", 1)
+        await settle(counter, api, ns, "web", 1, manager)
         assert counter.added == 7
         owners = (await live_pods(api, ns, "web"))[0]["metadata"]["ownerReferences"]
         assert owners[0]["kind"] == "ReplicaSet" and owners[0]["controller"] is True
