@@ -378,8 +378,11 @@ class AsyncApiClient:
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.server = server.rstrip("/")
         self.timeout = timeout
+        # No cap on connections: every informer holds one open for its watch (the garbage collector alone
+        # watches every kind), and httpx's default of 100 makes a re-watch wait in the pool behind them.
         self._http = httpx.AsyncClient(base_url=self.server, timeout=timeout, transport=transport,
-                                       headers={"User-Agent": "minik8s-client"})
+                                       headers={"User-Agent": "minik8s-client"},
+                                       limits=httpx.Limits(max_connections=None, max_keepalive_connections=100))
 
     async def aclose(self) -> None:
         await self._http.aclose()
